@@ -1,0 +1,97 @@
+"""Where things live in the monorepo.
+
+`RepoLayout` is the single map from concepts (the lock, vendored charts, tool state) to paths,
+so no other module spells a repository path itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RepoLayout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str) -> RepoLayout:
+        return cls(Path(root).resolve())
+
+    # --- committed content -------------------------------------------------------------
+    @property
+    def toolchain_manifest(self) -> Path:
+        return self.root / "toolchain.yaml"
+
+    @property
+    def charts_dir(self) -> Path:
+        return self.root / "charts"
+
+    @property
+    def external_dir(self) -> Path:
+        return self.charts_dir / "external"
+
+    @property
+    def custom_dir(self) -> Path:
+        return self.charts_dir / "custom"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.charts_dir / "versions.lock"
+
+    @property
+    def helmfile_dir(self) -> Path:
+        return self.root / "helmfile"
+
+    @property
+    def helmfile(self) -> Path:
+        return self.helmfile_dir / "helmfile.yaml.gotmpl"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.helmfile_dir / "releases"
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.root / "environments"
+
+    @property
+    def customers_dir(self) -> Path:
+        return self.environments_dir / "customers"
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    # --- generated, git-ignored ----------------------------------------------------------
+    @property
+    def tools_dir(self) -> Path:
+        return self.root / ".tools"
+
+    @property
+    def tools_bin(self) -> Path:
+        return self.tools_dir / "bin"
+
+    @property
+    def tools_downloads(self) -> Path:
+        return self.tools_dir / "downloads"
+
+    @property
+    def tool_state(self) -> Path:
+        """Helm/helmfile state (config, cache, data, plugins, tmp), isolated from $HOME."""
+        return self.tools_dir / "state"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / ".cache"
+
+    @property
+    def rendered_dir(self) -> Path:
+        return self.root / "rendered"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def chart_dir(self, name: str, version: str) -> Path:
+        return self.external_dir / f"{name}-{version}"

@@ -1,0 +1,17 @@
+"""The invoke namespace: one sub-collection per concern."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke.collection import Collection
+
+from astrago_deploy.tasks import env, tools
+
+
+def build_namespace(root: Path) -> Collection:
+    ns = Collection()
+    ns.add_collection(tools.ns)
+    ns.add_collection(env.ns)
+    ns.configure({"astrago": {"root": str(root)}})
+    return ns
