@@ -80,3 +80,36 @@ def remove_dir(path: Path) -> None:
     aside = path.with_name(f".{path.name}.del-{os.getpid()}")
     path.rename(aside)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+class FileTransaction:
+    """Several file writes that land together or not at all.
+
+    `write()` only records; `commit()` writes each file atomically and, if a later write
+    fails, puts back what the earlier ones replaced.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, str] = {}
+
+    def write(self, path: Path, text: str) -> None:
+        self._pending[path] = text
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._pending)
+
+    def commit(self) -> None:
+        done: list[tuple[Path, str | None]] = []
+        try:
+            for path, text in self._pending.items():
+                previous = path.read_text() if path.exists() else None
+                write_text(path, text)
+                done.append((path, previous))
+        except BaseException:
+            for path, previous in reversed(done):
+                if previous is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    write_text(path, previous)
+            raise

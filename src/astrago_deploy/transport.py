@@ -129,20 +129,38 @@ class Fetcher:
             raise FetchError(f"cannot read {path}: {exc.strerror}") from exc
 
     def _get_http(self, url: str, max_bytes: int) -> bytes:
-        creds = credentials_for(url, self.environ)
+        return self.http(url, max_bytes).body
+
+    def http(
+        self,
+        url: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        accept_status: frozenset[int] = frozenset(),
+    ) -> HttpReply:
+        """GET `url` (no mirror mapping) with retries on transient failures.
+
+        Status 200 and those in `accept_status` are returned; others raise FetchError.
+        Without `auth`, host credentials from the environment are used.
+        """
+        creds = auth if auth is not None else credentials_for(url, self.environ)
         shown = redact_url(url)
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * (2 ** (attempt - 1)))
             try:
-                with self._session.get(url, auth=creds, stream=True, timeout=self.timeout) as resp:
+                with self._session.get(
+                    url, auth=creds, headers=dict(headers or {}), stream=True, timeout=self.timeout
+                ) as resp:
                     if resp.status_code in RETRYABLE_STATUS:
                         last = f"HTTP {resp.status_code}"
                         continue
-                    if resp.status_code != 200:
+                    if resp.status_code != 200 and resp.status_code not in accept_status:
                         raise FetchError(f"{shown}: HTTP {resp.status_code}")
-                    return self._read_body(resp, shown, max_bytes)
+                    body = self._read_body(resp, shown, max_bytes)
+                    return HttpReply(resp.status_code, dict(resp.headers), body)
             except _Truncated as exc:
                 last = str(exc)
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -175,6 +193,13 @@ class Fetcher:
         return body
 
 
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
 class _Truncated(Exception):
     pass
 
@@ -182,4 +207,4 @@ class _Truncated(Exception):
 def _reason(exc: Exception) -> str:
     # requests' messages can contain the full URL; keep only the last clause.
     text = str(exc)
-    return text.rsplit(":", 1)[-1].strip(" ')") or type(exc).__name__
+    return text.rsplit(":", 1)[-1].strip(" ')\"") or type(exc).__name__

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from astrago_deploy.tasks import env, tools
+from astrago_deploy.tasks import charts, env, tools
 
 
 def build_namespace(root: Path) -> Collection:
     ns = Collection()
     ns.add_collection(tools.ns)
+    ns.add_collection(charts.ns)
     ns.add_collection(env.ns)
     ns.configure({"astrago": {"root": str(root)}})
     return ns

@@ -18,8 +18,7 @@ def list_(ctx: Context) -> None:
     for env in environments.discover(layout):
         kind = "customer" if env.customer else "stage"
         layers = " -> ".join(
-            layer if (layout.environments_dir / layer).is_dir() else f"{layer} (missing)"
-            for layer in env.layers
+            layer if (layout.environments_dir / layer).is_dir() else f"{layer} (missing)" for layer in env.layers
         )
         say(f"{env.name:16} {kind:8} {layers}")
 
@@ -35,8 +34,15 @@ def list_(ctx: Context) -> None:
     }
 )
 @user_errors
-def init(ctx: Context, name: str, ip: str, nfs_server: str, nfs_path: str,
-         kube_context: str | None = None, registry: str | None = None) -> None:
+def init(
+    ctx: Context,
+    name: str,
+    ip: str,
+    nfs_server: str,
+    nfs_path: str,
+    kube_context: str | None = None,
+    registry: str | None = None,
+) -> None:
     """Create environments/customers/NAME/values.yaml; refuses bad input or an existing name."""
     path = environments.init_customer(layout_of(ctx), name, ip, nfs_server, nfs_path, kube_context, registry)
     say(f"created {path}")

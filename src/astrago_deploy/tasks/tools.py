@@ -37,8 +37,10 @@ def check(ctx: Context) -> None:
         if status.state == "missing":
             line = f"{status.name:9} {status.pinned_version:9} MISSING  ({status.path})"
         elif status.state == "corrupt":
-            line = (f"{status.name:9} {status.pinned_version:9} CORRUPT  sha256 {status.actual_sha256} "
-                    f"does not match the pin")
+            line = (
+                f"{status.name:9} {status.pinned_version:9} CORRUPT  sha256 {status.actual_sha256} "
+                f"does not match the pin"
+            )
         else:
             verdict = "verified" if status.ok else f"VERSION MISMATCH (reports {status.reported_version})"
             line = f"{status.name:9} {status.reported_version:9} {verdict}"

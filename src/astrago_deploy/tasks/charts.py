@@ -1,0 +1,96 @@
+"""Tasks: vendor upstream charts under charts/versions.lock (sync, add, verify, outdated)."""
+
+from __future__ import annotations
+
+import json
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+from astrago_deploy import scaffold
+from astrago_deploy.cli import layout_of, say, user_errors, warn
+from astrago_deploy.console import ConsoleProgress
+from astrago_deploy.errors import AstragoError
+from astrago_deploy.vendor import default_vendor
+
+MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for every upstream (or CHARTS_MIRROR)"
+
+
+@task(
+    positional=["name"],
+    iterable=["name"],
+    help={"name": "Chart(s) to sync; default every locked chart", "mirror": MIRROR_HELP},
+)
+@user_errors
+def sync(ctx: Context, name: list[str] | None = None, mirror: str | None = None) -> None:
+    """Vendor every locked chart into charts/external, verified against the lock."""
+    vendor = default_vendor(layout_of(ctx), mirror, ConsoleProgress(), warn)
+    for result in vendor.sync(name or None):
+        say(f"{result.name:20} {result.version:12} {result.action}")
+
+
+@task(
+    help={
+        "name": "Chart name as the repository names it",
+        "repo": "Helm repository URL (https://...) or OCI location (oci://host/path)",
+        "version": "Exact version as upstream spells it (e.g. v25.3.4)",
+        "release": "Also scaffold a release of this name in its tier, with an empty values file",
+        "namespace": "Namespace of the scaffolded release (default: the release name)",
+        "tier": "Tier of the scaffolded release: infrastructure, monitoring, security, applications",
+        "mirror": MIRROR_HELP,
+    }
+)
+@user_errors
+def add(
+    ctx: Context,
+    name: str,
+    repo: str,
+    version: str,
+    release: str | None = None,
+    namespace: str | None = None,
+    tier: str = "applications",
+    mirror: str | None = None,
+) -> None:
+    """Lock and vendor a new upstream chart; with --release, scaffold its release too."""
+    layout = layout_of(ctx)
+    plan = scaffold.plan_release(layout, release, name, namespace or release or "", tier) if release else None
+    chart = default_vendor(layout, mirror, ConsoleProgress(), warn).add(name, repo, version)
+    say(f"locked and vendored {chart.name} {chart.version} ({chart.digest})")
+    if plan is not None:
+        for path in scaffold.apply(plan):
+            say(f"wrote {path.relative_to(layout.root)}")
+
+
+@task
+@user_errors
+def verify(ctx: Context) -> None:
+    """Offline: vendored trees match the lock, no folder missing or extra, releases use locked charts."""
+    problems = default_vendor(layout_of(ctx), None).verify()
+    for problem in problems:
+        say(problem.line())
+    if problems:
+        raise AstragoError(f"charts.verify found {len(problems)} problem(s)")
+    say("charts.verify: vendored charts, lock and releases agree")
+
+
+@task(
+    help={
+        "json": "Print JSON instead of a table",
+        "prereleases": "Consider pre-release versions",
+        "mirror": MIRROR_HELP,
+    }
+)
+@user_errors
+def outdated(ctx: Context, json_: bool = False, prereleases: bool = False, mirror: str | None = None) -> None:
+    """Per chart: locked version, newest stable, newest in the same major, semver distance."""
+    rows = default_vendor(layout_of(ctx), mirror).outdated(prereleases)
+    if json_:
+        say(json.dumps([row.as_json() for row in rows], indent=2))
+        return
+    say(f"{'chart':20} {'locked':12} {'newest':12} {'same major':12} distance")
+    for row in rows:
+        say(f"{row.name:20} {row.locked:12} {row.newest:12} {row.newest_same_major:12} {row.distance}")
+
+
+ns = Collection("charts", sync, add, verify, outdated)
