@@ -46,6 +46,7 @@ def release_block(release: str, chart: str, namespace: str, tier: str) -> str:
   installed: {{{{ index .Values.releases "{release}" "enabled" }}}}
   labels: {{tier: {tier}, app: {release}}}
   inherit: [{{template: release}}]
+  postRendererArgs: [--release, {release}, --env, {{{{ .Environment.Name }}}}]
 """
 
 

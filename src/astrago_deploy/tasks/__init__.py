@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from astrago_deploy.tasks import charts, env, tools
+from astrago_deploy.tasks import charts, env, render, tools
 
 
 def build_namespace(root: Path) -> Collection:
@@ -14,5 +14,6 @@ def build_namespace(root: Path) -> Collection:
     ns.add_collection(tools.ns)
     ns.add_collection(charts.ns)
     ns.add_collection(env.ns)
+    ns.add_collection(render.ns)
     ns.configure({"astrago": {"root": str(root)}})
     return ns

@@ -1,0 +1,61 @@
+"""Tasks: render every environment offline, and diff renders against another git ref."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+from astrago_deploy import render as rendering
+from astrago_deploy.cli import layout_of, say, user_errors, warn
+
+
+@task(
+    iterable=["env"],
+    help={
+        "env": "Environment to render (repeatable); default all",
+        "all": "Render every environment (the default when no --env is given)",
+        "out": "Output folder (default rendered/)",
+        "json": "Print documents per release and time per environment as JSON",
+        "no_cache": "Render even environments whose inputs did not change",
+    },
+)
+@user_errors
+def render(
+    ctx: Context,
+    env: list[str] | None = None,
+    all_: bool = False,
+    out: str | None = None,
+    json_: bool = False,
+    no_cache: bool = False,
+) -> None:
+    """Render environments with helmfile (offline, vendored charts) into rendered/<env>/<release>.yaml."""
+    layout = layout_of(ctx)
+    rendering.require_vendored(layout)
+    envs = rendering.select_environments(layout, env or [], all_)
+    renderer = rendering.default_renderer(layout, Path(out).resolve() if out else None, warn)
+    renderer.use_cache = not no_cache
+    results = renderer.render(envs)
+    if json_:
+        say(json.dumps({r.env: r.as_json() for r in results}, indent=2, sort_keys=True))
+        return
+    for result in results:
+        state = "unchanged (cached)" if result.cached else f"rendered in {result.seconds:.1f}s"
+        docs = sum(result.releases.values())
+        say(
+            f"{result.env:16} {len(result.releases)} releases, {docs} documents, {state} -> "
+            f"{result.out_dir.relative_to(layout.root) if result.out_dir.is_relative_to(layout.root) else result.out_dir}"
+        )
+        if result.normalized:
+            counts = ", ".join(f"{release} {len(items)}" for release, items in sorted(result.normalized.items()))
+            say(
+                f"{'':16} normalized generated values (Secret data, checksum/* annotations) so renders "
+                f"are reproducible: {counts}"
+            )
+
+
+ns = Collection("render")
+ns.add_task(render, default=True)
