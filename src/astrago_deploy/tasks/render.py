@@ -45,10 +45,9 @@ def render(
     for result in results:
         state = "unchanged (cached)" if result.cached else f"rendered in {result.seconds:.1f}s"
         docs = sum(result.releases.values())
-        say(
-            f"{result.env:16} {len(result.releases)} releases, {docs} documents, {state} -> "
-            f"{result.out_dir.relative_to(layout.root) if result.out_dir.is_relative_to(layout.root) else result.out_dir}"
-        )
+        out = result.out_dir
+        where = out.relative_to(layout.root) if out.is_relative_to(layout.root) else out
+        say(f"{result.env:16} {len(result.releases)} releases, {docs} documents, {state} -> {where}")
         if result.normalized:
             counts = ", ".join(f"{release} {len(items)}" for release, items in sorted(result.normalized.items()))
             say(
