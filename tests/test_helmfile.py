@@ -1,0 +1,128 @@
+"""The helmfile itself: environments discovered as Python sees them, tiers, labels, needs, offline images."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from astrago_deploy import environments, manifests
+from astrago_deploy.layout import RepoLayout
+from astrago_deploy.toolchain import PinnedTools
+
+TIERS = {"infrastructure", "monitoring", "security", "applications"}
+
+
+def helmfile(layout: RepoLayout, *args: str) -> str:
+    return PinnedTools(layout).run("helmfile", ["-f", str(layout.helmfile), *args], timeout=300)
+
+
+def releases(layout: RepoLayout, env: str, *selectors: str) -> list[dict[str, str]]:
+    sel = [a for s in selectors for a in ("-l", s)]
+    data: list[dict[str, str]] = json.loads(helmfile(layout, "-e", env, *sel, "list", "--output", "json"))
+    return data
+
+
+def images(text: str) -> set[str]:
+    return set().union(*(manifests.images(doc) for doc in manifests.load_documents(text)))
+
+
+def test_helmfile_environments_match_python_discovery(synced_project: RepoLayout) -> None:
+    environments.init_customer(synced_project, "acme", "10.1.2.3", "10.1.2.4", "/acme")
+    built = yaml.safe_load_all(helmfile(synced_project, "-e", "acme", "build"))
+    doc = next(d for d in built if d and "environments" in d)
+    assert set(doc["environments"]) == {e.name for e in environments.discover(synced_project)}
+    assert doc["environments"]["acme"]["values"][-1] == {"layers": ["base", "prod", "customers/acme"]}
+
+
+def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
+    everything = releases(synced_project, "dev")
+    assert {r["name"] for r in everything} == {
+        "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
+        "gpu-process-exporter", "keycloak-addons", "astrago",
+    }
+    for release in everything:
+        labels = dict(item.split(":", 1) for item in release["labels"].split(","))
+        assert labels["tier"] in TIERS
+        assert labels["app"]
+    assert {r["name"] for r in releases(synced_project, "dev", "tier=monitoring")} == {"gpu-process-exporter"}
+    assert {r["name"] for r in releases(synced_project, "dev", "app=gpu-operator")} == {"gpu-operator", "gpu-operator-addons"}
+
+
+def test_needs_order_storage_and_addons_first(synced_project: RepoLayout) -> None:
+    built = next(d for d in yaml.safe_load_all(helmfile(synced_project, "-e", "dev", "build")) if d and "releases" in d)
+    # helmfile qualifies needs with the environment's kube context.
+    needs = {r["name"]: {n.removeprefix("astrago-dev/") for n in r.get("needs") or []} for r in built["releases"]}
+    assert "gpu-operator/gpu-operator-addons" in needs["gpu-operator"]
+    assert "kube-system/csi-driver-nfs" in needs["harbor"]
+    assert {"kube-system/csi-driver-nfs", "keycloak/keycloak-addons"} <= needs["astrago"]
+
+
+def test_releases_reach_external_charts_through_the_lock(synced_project: RepoLayout) -> None:
+    charts = {r["name"]: r["chart"] for r in releases(synced_project, "dev")}
+    assert charts["gpu-operator"].endswith("charts/external/gpu-operator-v25.3.4")
+    assert charts["csi-driver-nfs"].endswith("charts/external/csi-driver-nfs-v4.9.0")
+    assert charts["harbor"].endswith("charts/external/harbor-1.14.2")
+    for tier_file in synced_project.releases_dir.glob("*.gotmpl"):
+        assert "charts/external" not in tier_file.read_text(), f"{tier_file} bypasses the lock"
+
+
+@pytest.mark.parametrize("env", ["dev", "sample-site"])
+def test_offline_registry_rewrites_every_image_of_every_release(synced_project: RepoLayout, env: str) -> None:
+    out = helmfile(synced_project, "-e", env, "--state-values-set", "offline.registry=harbor.local:30002",
+                   "template", "--skip-deps")
+    found = images(out)
+    assert len(found) > 20
+    escaped = sorted(i for i in found if not i.startswith("harbor.local:30002/"))
+    assert escaped == []
+    # The path is kept: only the registry host changes.
+    assert "harbor.local:30002/nvidia/gpu-operator:v25.3.4" in found
+    assert "harbor.local:30002/goharbor/harbor-core:v2.10.2" in found
+    assert "harbor.local:30002/sig-storage/nfsplugin:v4.9.0" in found
+    assert "harbor.local:30002/xiilab/astrago:core-v1.0.80" in found
+    # gpu-operator's ClusterPolicy names the images the operator starts.
+    assert "harbor.local:30002/nvidia/k8s/container-toolkit:v1.17.8-ubuntu20.04" in found
+    assert "harbor.local:30002/nvidia/cloud-native/k8s-driver-manager:v0.8.1" in found
+
+
+def test_without_offline_registry_images_come_from_upstream(synced_project: RepoLayout) -> None:
+    found = images(helmfile(synced_project, "-e", "dev", "template", "--skip-deps"))
+    assert "nvcr.io/nvidia/gpu-operator:v25.3.4" in found
+    assert "goharbor/harbor-core:v2.10.2" in found
+
+
+def test_no_plaintext_secrets_in_committed_values(synced_project: RepoLayout) -> None:
+    pattern = re.compile(r"(password|token|secret)[A-Za-z]*\s*:\s*['\"]?[^'\"\s{}]+", re.IGNORECASE)
+    for path in [*synced_project.environments_dir.rglob("*.yaml"), *synced_project.helmfile_dir.rglob("*.gotmpl")]:
+        for line in path.read_text().splitlines():
+            stripped = line.split("#", 1)[0]
+            match = pattern.search(stripped)
+            if match and not re.search(r"(existingSecret|Key|secretName|SecretName)", stripped):
+                pytest.fail(f"{path}: looks like a plaintext secret: {line.strip()}")
+
+
+def test_custom_charts_lint_clean(project: RepoLayout) -> None:
+    tools = PinnedTools(project)
+    for chart in sorted(project.custom_dir.iterdir()):
+        out = tools.run("helm", ["lint", "--strict", str(chart)])
+        assert "0 chart(s) failed" in out, out
+
+
+def test_astrago_chart_offline_registry_renders_only_site_images(project: RepoLayout) -> None:
+    out = PinnedTools(project).run("helm", ["template", "t", str(project.custom_dir / "astrago"),
+                                            "--set", "offline.registry=harbor.local:30002"])
+    found = images(out)
+    assert len(found) == 5
+    assert all(i.startswith("harbor.local:30002/") for i in found), found
+
+
+def test_customer_environment_renders(synced_project: RepoLayout, tmp_path: Path) -> None:
+    environments.init_customer(synced_project, "acme", "10.1.2.3", "10.1.2.4", "/acme", registry="10.1.2.3:30002")
+    out = helmfile(synced_project, "-e", "acme", "template", "--skip-deps")
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    storage = next(d for d in docs if d["kind"] == "StorageClass")
+    assert storage["parameters"] == {"server": "10.1.2.4", "share": "/acme"}
+    assert all(i.startswith("10.1.2.3:30002/") for i in images(out))
