@@ -20,7 +20,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint: ruff, yamllint, helm lint of custom charts, charts.verify."""
+    """Lint: ruff, yamllint, helm lint, charts.verify, value-override and plaintext-secret checks."""
     session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "tasks.py", "noxfile.py")
     session.run(PYTHON, "-m", "ruff", "format", "--check", "src", "tasks.py", "noxfile.py")
     checks.run_lint(session.log, session.posargs)

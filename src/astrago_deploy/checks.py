@@ -1,4 +1,9 @@
-"""Repository checks behind `nox -s lint`: each returns problems, `run_lint` raises if any."""
+"""Repository checks behind `nox -s lint`: each returns problem lines, `run_lint` raises if any.
+
+yamllint over our own YAML, `helm lint --strict` of every custom chart, charts.verify, the
+override check (value keys that do not exist in the target chart) and the plaintext-secret
+check.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from pathlib import Path
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from astrago_deploy import secret_scan
 from astrago_deploy.errors import AstragoError
 from astrago_deploy.layout import RepoLayout
+from astrago_deploy.override_check import check_overrides
 from astrago_deploy.toolchain import PinnedTools
 from astrago_deploy.transport import Fetcher
 from astrago_deploy.vendor import ChartVendor
@@ -64,6 +71,14 @@ def verify_problems(layout: RepoLayout) -> list[str]:
     return [p.line() for p in ChartVendor(layout, Fetcher()).verify()]
 
 
+def override_problems(layout: RepoLayout) -> list[str]:
+    return [p.render(layout.root) for p in check_overrides(layout)]
+
+
+def secret_problems(layout: RepoLayout) -> list[str]:
+    return [f.render(layout.root) for f in secret_scan.scan(layout)]
+
+
 def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLayout | None = None) -> None:
     layout = layout or RepoLayout.at(Path.cwd())
     failed = []
@@ -71,6 +86,8 @@ def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLay
         ("yamllint", yamllint_problems),
         ("helm lint", helm_lint_problems),
         ("charts.verify", verify_problems),
+        ("value overrides", override_problems),
+        ("plaintext secrets", secret_problems),
     ):
         problems = check(layout)
         log(f"{title}: {'ok' if not problems else f'{len(problems)} problem(s)'}")

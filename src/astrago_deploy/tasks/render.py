@@ -45,8 +45,8 @@ def render(
     for result in results:
         state = "unchanged (cached)" if result.cached else f"rendered in {result.seconds:.1f}s"
         docs = sum(result.releases.values())
-        out = result.out_dir
-        where = out.relative_to(layout.root) if out.is_relative_to(layout.root) else out
+        folder = result.out_dir
+        where = folder.relative_to(layout.root) if folder.is_relative_to(layout.root) else folder
         say(f"{result.env:16} {len(result.releases)} releases, {docs} documents, {state} -> {where}")
         if result.normalized:
             counts = ", ".join(f"{release} {len(items)}" for release, items in sorted(result.normalized.items()))

@@ -1,0 +1,124 @@
+"""nox -s lint's repository checks: overrides against chart defaults, plaintext secrets, yamllint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from astrago_deploy import checks, secret_scan
+from astrago_deploy.errors import AstragoError
+from astrago_deploy.layout import RepoLayout
+from astrago_deploy.override_check import check_overrides
+
+
+def problems(layout: RepoLayout) -> list[str]:
+    return [p.render(layout.root) for p in check_overrides(layout)]
+
+
+def append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(text)
+
+
+def test_committed_repository_passes_every_lint_check(synced_project: RepoLayout) -> None:
+    lines: list[str] = []
+    checks.run_lint(lines.append, [], synced_project)
+    assert lines == ["yamllint: ok", "helm lint: ok", "charts.verify: ok", "value overrides: ok", "plaintext secrets: ok"]
+
+
+def test_gpu_operator_wrapped_block_is_flagged_with_file_line_and_key(synced_project: RepoLayout) -> None:
+    target = synced_project.environments_dir / "prod" / "releases" / "gpu-operator.yaml"
+    lines_before = len(target.read_text().splitlines())
+    append(target, "gpu-operator:\n  driver:\n    enabled: false\n")
+    assert problems(synced_project) == [
+        f"environments/prod/releases/gpu-operator.yaml:{lines_before + 1}: gpu-operator: not a value of chart "
+        "gpu-operator (release gpu-operator); values of release gpu-operator are already at chart gpu-operator's "
+        "top level: remove the 'gpu-operator:' wrapper"
+    ]
+    output: list[str] = []
+    with pytest.raises(AstragoError, match="lint failed: value overrides"):
+        checks.run_lint(output.append, [], synced_project)
+    assert any("environments/prod/releases/gpu-operator.yaml" in line and "gpu-operator:" in line for line in output)
+
+
+def test_gpu_operator_block_in_environment_settings_is_flagged(synced_project: RepoLayout) -> None:
+    target = synced_project.environments_dir / "dev" / "values.yaml"
+    append(target, "gpu-operator:\n  driver:\n    enabled: false\n")
+    [problem] = problems(synced_project)
+    assert problem.startswith("environments/dev/values.yaml:")
+    assert "gpu-operator: not an environment setting" in problem
+    assert "go in environments/dev/releases/gpu-operator.yaml" in problem
+
+
+def test_typos_wrong_nesting_and_subchart_keys(synced_project: RepoLayout) -> None:
+    (synced_project.environments_dir / "stage" / "releases").mkdir(parents=True, exist_ok=True)
+    (synced_project.environments_dir / "stage" / "releases" / "gpu-operator.yaml").write_text(
+        "driverr:\n  enabled: true\n"            # typo at the top level
+        "devicePlugin:\n  config:\n    bogus: 1\n"  # typo deeper down
+        "node-feature-discovery:\n  worker:\n    tolerations: []\n    nope: 1\n"  # subchart defaults
+        "daemonsets:\n  labels:\n    team: gpu\n"  # free-form map: anything goes
+        "operator:\n  upgradeCRD:\n    nested: true\n"  # scalar in the chart, mapping here
+    )
+    (synced_project.environments_dir / "stage" / "releases" / "astrago.yaml").write_text(
+        "core:\n  replicaCount: 2\n  replicas: 3\n"  # schema-checked custom chart
+    )
+    (synced_project.environments_dir / "stage" / "releases" / "nginx.yaml").write_text("a: 1\n")
+    assert problems(synced_project) == [
+        "environments/stage/releases/astrago.yaml:3: core.replicas: not a value of chart astrago (release astrago)",
+        "environments/stage/releases/gpu-operator.yaml:1: driverr: not a value of chart gpu-operator (release gpu-operator)",
+        "environments/stage/releases/gpu-operator.yaml:5: devicePlugin.config.bogus: not a value of chart gpu-operator (release gpu-operator)",
+        "environments/stage/releases/gpu-operator.yaml:9: node-feature-discovery.worker.nope: not a value of chart gpu-operator (release gpu-operator)",
+        "environments/stage/releases/gpu-operator.yaml:14: operator.upgradeCRD: chart gpu-operator has a bool here, not a mapping (wrong nesting?)",
+        "environments/stage/releases/nginx.yaml:1: nginx: there is no release 'nginx'; this file does nothing",
+    ]
+
+
+def test_settings_checks_release_toggles_and_duplicate_keys(synced_project: RepoLayout) -> None:
+    append(synced_project.customers_dir / "sample-site" / "values.yaml",
+           "releases:\n  harbor: {enabled: false, replicas: 2}\n  nothere: {enabled: true}\n")
+    (synced_project.environments_dir / "dev" / "releases" / "harbor.yaml").write_text("expose:\n  type: x\nexpose:\n  type: y\n")
+    found = problems(synced_project)
+    assert any(p.startswith("environments/customers/sample-site/values.yaml:") and "releases.harbor.replicas: release toggles take only 'enabled'" in p for p in found)
+    assert any("releases.nothere: there is no release 'nothere'" in p for p in found)
+    assert any(p.startswith("environments/dev/releases/harbor.yaml:3: -: not valid YAML: found duplicate key") for p in found)
+
+
+def test_plaintext_harbor_admin_password_fails_lint(synced_project: RepoLayout) -> None:
+    target = synced_project.environments_dir / "dev" / "releases" / "harbor.yaml"
+    target.write_text("harborAdminPassword: Harbor12345\n")
+    [finding] = secret_scan.scan(synced_project)
+    assert finding.render(synced_project.root).startswith(
+        "environments/dev/releases/harbor.yaml:1: harborAdminPassword holds a plaintext credential"
+    )
+    with pytest.raises(AstragoError, match="plaintext secrets"):
+        checks.run_lint(lambda _line: None, [], synced_project)
+
+
+@pytest.mark.parametrize(
+    ("line", "flagged"),
+    [
+        ("password: hunter2", True),
+        ("  clientSecret: 'abc'", True),
+        ("apiToken: xyz # rotated", True),
+        ("tls.key: -----BEGIN RSA PRIVATE KEY-----", True),
+        ("existingSecretAdminPassword: harbor-admin", False),
+        ("passwordKey: password", False),
+        ("password: \"\"", False),
+        ("password:", False),
+        ("token: {{ .Values.token }}", False),
+        ("resetPasswordAllowed: true", False),
+        ("accessTokenLifespan: 300", False),
+        ("# password: commented", False),
+    ],
+)
+def test_secret_scan_rules(tmp_path: Path, line: str, flagged: bool) -> None:
+    found = secret_scan.scan_text(tmp_path / "v.yaml", line + "\n")
+    assert bool(found) is flagged
+
+
+def test_yamllint_reports_file_and_line(synced_project: RepoLayout) -> None:
+    append(synced_project.environments_dir / "stage" / "values.yaml", "bad:   [1,2]   \n")
+    found = checks.yamllint_problems(synced_project)
+    assert found and all(p.startswith("environments/stage/values.yaml:") for p in found)
