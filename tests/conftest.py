@@ -21,7 +21,10 @@ import pytest
 from astrago_deploy.layout import RepoLayout
 
 PROJECT = Path(__file__).resolve().parent.parent
-COPIED = ("toolchain.yaml", "helmfile", "environments", "charts/custom", "charts/versions.lock", "patches")
+COPIED = (
+    "toolchain.yaml", "helmfile", "environments", "charts/custom", "charts/versions.lock", "patches",
+    "scripts/post-render",
+)
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.invalid",

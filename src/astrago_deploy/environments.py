@@ -13,9 +13,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
 
 from astrago_deploy import atomic
-from astrago_deploy.errors import InputError
+from astrago_deploy.errors import ConfigError, InputError
 from astrago_deploy.layout import RepoLayout
 
 STAGES = ("dev", "stage", "prod")
@@ -151,3 +154,31 @@ def init_customer(
         except OSError as exc:
             raise InputError(f"environment {name!r} already exists at {target}; nothing was written") from exc
     return target / "values.yaml"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
+    """The environment's settings: every layer's values.yaml merged, later layers winning
+    (as helmfile merges its environment values)."""
+    merged: dict[str, Any] = {}
+    for folder in env.layer_dirs(layout):
+        path = folder / "values.yaml"
+        if not path.is_file():
+            continue
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        merged = _deep_merge(merged, data)
+    return merged

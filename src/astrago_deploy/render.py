@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -229,8 +228,7 @@ class Renderer:
             "--concurrency",
             str(HELM_CONCURRENCY),
         ]
-        extra = {"ASTRAGO_PYTHON": sys.executable}
-        return self.tools.run("helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=900)
+        return self.tools.run("helmfile", args, cwd=self.layout.root, timeout=900)
 
     def render_releases(self, env: str) -> dict[str, RenderedRelease]:
         stream = self.helmfile_stream(env)

@@ -163,6 +163,8 @@ class PinnedTools:
             folder.mkdir(parents=True, exist_ok=True)
             env[key] = str(folder)
         env["HELMFILE_UPGRADE_NOTICE_DISABLED"] = "true"
+        # scripts/post-render runs the task suite's own Python (also from a git worktree).
+        env.setdefault("ASTRAGO_PYTHON", sys.executable)
         # helmfile calls `helm` (and chartify calls `kustomize`) by name: the pinned ones first.
         env["PATH"] = os.pathsep.join([str(self.layout.tools_bin), env.get("PATH", "")])
         if extra:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from astrago_deploy.tasks import charts, env, render, tools
+from astrago_deploy.tasks import charts, deploy, env, render, tools
 
 
 def build_namespace(root: Path) -> Collection:
@@ -14,6 +14,8 @@ def build_namespace(root: Path) -> Collection:
     ns.add_collection(tools.ns)
     ns.add_collection(charts.ns)
     ns.add_collection(env.ns)
-    ns.add_collection(render.ns)
+    ns.add_task(render.render)
+    ns.add_task(deploy.deploy)
+    ns.add_task(deploy.destroy)
     ns.configure({"astrago": {"root": str(root)}})
     return ns

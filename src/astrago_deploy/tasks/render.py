@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
@@ -54,7 +53,3 @@ def render(
                 f"{'':16} normalized generated values (Secret data, checksum/* annotations) so renders "
                 f"are reproducible: {counts}"
             )
-
-
-ns = Collection("render")
-ns.add_task(render, default=True)

@@ -1,0 +1,47 @@
+"""Tasks: deploy and destroy an environment (checked wrappers around helmfile)."""
+
+from __future__ import annotations
+
+from invoke.context import Context
+from invoke.tasks import task
+
+from astrago_deploy import deploy as deploying
+from astrago_deploy.cli import layout_of, say, user_errors
+from astrago_deploy.errors import InputError
+
+SELECT_HELP = {
+    "env": "Environment to act on (its cluster.kubeContext must be the current context)",
+    "tier": "Only releases of this tier: infrastructure, monitoring, security, applications",
+    "app": "Only releases with this app label",
+    "dry_run": "Run every check and print the helmfile command without running it",
+}
+
+
+def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool) -> None:
+    plan = deploying.plan(layout_of(ctx), env, action, tier, app)
+    say(f"{action} {env} (context {plan.context}{', ' + plan.selector if plan.selector else ''}): {plan.describe()}")
+    if dry_run:
+        say("dry run: checks passed, nothing was run")
+        return
+    result = plan.command.run()
+    say(result.stdout.rstrip())
+
+
+@task(help={**SELECT_HELP, "sync": "Use `helmfile sync` (no helm-diff plugin needed) instead of `helmfile apply`"})
+@user_errors
+def deploy(
+    ctx: Context, env: str, tier: str | None = None, app: str | None = None, dry_run: bool = False, sync: bool = False
+) -> None:
+    """Deploy an environment with helmfile apply, after charts.verify and a kube-context check."""
+    _run(ctx, env, "sync" if sync else "apply", tier, app, dry_run)
+
+
+@task(help={**SELECT_HELP, "yes": "Confirm: destroy really uninstalls the selected releases"})
+@user_errors
+def destroy(
+    ctx: Context, env: str, tier: str | None = None, app: str | None = None, dry_run: bool = False, yes: bool = False
+) -> None:
+    """Uninstall an environment's releases with helmfile destroy (needs --yes), after the same checks."""
+    if not yes and not dry_run:
+        raise InputError(f"destroy uninstalls releases of {env}: add --yes to confirm (or --dry-run to check)")
+    _run(ctx, env, "destroy", tier, app, dry_run)
