@@ -9,6 +9,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy import render as rendering
+from astrago_deploy import render_diff
 from astrago_deploy.cli import layout_of, say, user_errors, warn
 
 
@@ -53,3 +54,27 @@ def render(
                 f"{'':16} normalized generated values (Secret data, checksum/* annotations) so renders "
                 f"are reproducible: {counts}"
             )
+
+
+@task(
+    iterable=["env"],
+    help={
+        "base": "Git ref to compare against (branch, tag, commit)",
+        "env": "Environment to compare (repeatable); default all",
+        "mirror": "Chart mirror for charts the base ref locks but this checkout has not vendored",
+        "stat": "Only list changed resources, without the diffs",
+    },
+)
+@user_errors
+def diff(ctx: Context, base: str, env: list[str] | None = None, mirror: str | None = None, stat: bool = False) -> None:
+    """Diff the rendered output of a git ref against the working tree, per environment and resource."""
+    layout = layout_of(ctx)
+    rendering.require_vendored(layout)
+    result = render_diff.compare(layout, base, env or [], mirror)
+    for env_diff in result:
+        counts = env_diff.counts()
+        say(f"=== {env_diff.env}: {counts['added']} added, {counts['removed']} removed, {counts['changed']} changed")
+        for change in env_diff.changes:
+            say(f"{change.change:8} {change.release}: {change.resource}")
+            if not stat and change.diff:
+                say(change.diff.rstrip("\n"))

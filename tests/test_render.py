@@ -1,0 +1,141 @@
+"""inv render and inv diff on the real monorepo content and vendored upstream charts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from astrago_deploy import environments, render_diff
+from astrago_deploy.errors import AstragoError, InputError
+from astrago_deploy.layout import RepoLayout
+from astrago_deploy.manifests import load_documents
+from astrago_deploy.render import NORMALIZED, Renderer, normalize, parallelism, split_releases
+from astrago_deploy.toolchain import PinnedTools
+
+from .conftest import PROJECT, git, snapshot
+
+RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "gpu-process-exporter",
+            "keycloak-addons", "astrago"}
+
+
+def renderer(layout: RepoLayout, out: Path | None = None) -> Renderer:
+    return Renderer(layout, PinnedTools(layout), out or layout.rendered_dir)
+
+
+def render_all(layout: RepoLayout, out: Path | None = None) -> dict[str, bytes]:
+    renderer(layout, out).render(environments.discover(layout))
+    return snapshot(out or layout.rendered_dir)
+
+
+def test_render_every_environment_is_per_release_and_reproducible(synced_project: RepoLayout, tmp_path: Path) -> None:
+    first = render_all(synced_project)
+    envs = {e.name for e in environments.discover(synced_project)}
+    assert envs == {"dev", "stage", "prod", "sample-site"}
+    for env in envs:
+        assert {f"{env}/{r}.yaml" for r in RELEASES} <= set(first)
+    # A second, uncached render into another folder gives byte-identical release files.
+    second = render_all(synced_project, tmp_path / "again")
+    releases_only = {k: v for k, v in first.items() if k.endswith(".yaml")}
+    assert releases_only == {k: v for k, v in second.items() if k.endswith(".yaml")}
+    harbor = first["dev/harbor.yaml"].decode()
+    assert NORMALIZED in harbor
+    docs = load_documents(harbor)
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    assert secrets and all(set((d.get("data") or {}).values()) <= {NORMALIZED} for d in secrets)
+
+
+def test_cache_skips_unchanged_environments_and_notices_changes(synced_project: RepoLayout) -> None:
+    r = renderer(synced_project)
+    dev, prod = environments.get(synced_project, "dev"), environments.get(synced_project, "prod")
+    assert [x.cached for x in r.render([dev, prod])] == [False, False]
+    assert [x.cached for x in r.render([dev, prod])] == [True, True]
+    override = synced_project.environments_dir / "dev" / "releases" / "astrago.yaml"
+    override.write_text(override.read_text().replace("replicaCount: 1", "replicaCount: 4", 1))
+    results = {x.env: x for x in r.render([dev, prod])}
+    assert not results["dev"].cached and results["prod"].cached
+    assert "replicas: 4" in (synced_project.rendered_dir / "dev" / "astrago.yaml").read_text()
+    # A hand edit of a vendored chart also invalidates the cache.
+    with (synced_project.chart_dir("harbor", "1.14.2") / "values.yaml").open("a") as handle:
+        handle.write("\n# touched\n")
+    assert [x.cached for x in r.render([dev, prod])] == [False, False]
+
+
+def test_render_task_json(synced_project: RepoLayout) -> None:
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render", "--env", "dev",
+                           "--json"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) == {"dev"}
+    assert set(data["dev"]["documents"]) == RELEASES
+    assert data["dev"]["documents"]["harbor"] > 10
+    assert data["dev"]["seconds"] > 0
+    assert "harbor" in data["dev"]["normalized"]
+
+
+def test_render_task_refuses_when_charts_are_not_vendored(project: RepoLayout) -> None:
+    env = {**os.environ, "ASTRAGO_ROOT": str(project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2; "
+        "run `inv charts.sync` (offline: set CHARTS_MIRROR)"
+    )
+
+
+def test_a_helmfile_error_names_the_environment(synced_project: RepoLayout) -> None:
+    values = synced_project.environments_dir / "dev" / "values.yaml"
+    values.write_text(values.read_text().replace("server: 10.61.3.2", 'server: ""'))
+    with pytest.raises(AstragoError, match=r"(?s)render failed:\ndev: .*nfs.server must be set"):
+        renderer(synced_project).render([environments.get(synced_project, "dev")])
+    assert not (synced_project.rendered_dir / "dev").exists()
+
+
+def test_parallelism_is_bounded_by_cores_and_memory() -> None:
+    assert 1 <= parallelism(10) <= (os.cpu_count() or 1)
+    assert parallelism(1) == 1
+
+
+def test_split_and_normalize_units() -> None:
+    stream = "# astrago.io/release: a env=dev\n---\nkind: ConfigMap\n# astrago.io/release: b env=dev\n---\nkind: Secret\n"
+    assert split_releases(stream) == {"a": "---\nkind: ConfigMap\n", "b": "---\nkind: Secret\n"}
+    doc = {"kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"template": {"metadata": {"annotations": {"checksum/secret": "abc", "keep": "1"}}}}}
+    assert normalize(doc) == ["Deployment/x annotation checksum/secret"]
+    assert doc["spec"]["template"]["metadata"]["annotations"] == {"checksum/secret": NORMALIZED, "keep": "1"}
+
+
+def test_diff_against_a_ref_uses_a_worktree_and_redacts_secrets(synced_project: RepoLayout, mirror: Path) -> None:
+    root = synced_project.root
+    override = synced_project.environments_dir / "dev" / "releases" / "astrago.yaml"
+    override.write_text(override.read_text().replace("replicaCount: 1", "replicaCount: 2", 1))
+    (synced_project.environments_dir / "dev" / "releases" / "gpu-operator-addons.yaml").write_text(
+        "devicePlugin:\n  enabled: false\n")
+    status_before = git(root, "status", "--porcelain")
+    head_before = git(root, "rev-parse", "HEAD")
+    result = {d.env: d for d in render_diff.compare(synced_project, "HEAD", ["dev", "prod"], str(mirror))}
+    assert result["prod"].changes == []
+    dev = {(c.change, c.resource) for c in result["dev"].changes}
+    assert ("changed", "Deployment/astrago/astrago-core") in dev
+    assert ("removed", "ConfigMap/gpu-operator/device-plugin-config") in dev
+    core = next(c for c in result["dev"].changes if c.resource == "Deployment/astrago/astrago-core")
+    assert "-  replicas: 1\n+  replicas: 2\n" in core.diff
+    assert git(root, "status", "--porcelain") == status_before
+    assert git(root, "rev-parse", "HEAD") == head_before
+    assert git(root, "worktree", "list").count("\n") == 1
+
+
+def test_diff_redacts_secret_values() -> None:
+    secret = {"kind": "Secret", "metadata": {"name": "s"}, "data": {"password": "aHVudGVyMg=="}}
+    assert render_diff.redact(secret)["data"] == {"password": render_diff.REDACTED}
+    assert secret["data"]["password"] == "aHVudGVyMg=="
+
+
+def test_diff_rejects_an_unknown_ref(synced_project: RepoLayout) -> None:
+    with pytest.raises(InputError, match="'no-such-branch' is not a commit"):
+        render_diff.compare(synced_project, "no-such-branch", ["dev"], None)
