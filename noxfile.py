@@ -2,28 +2,35 @@
 
 Sessions run in the project's own .venv (scripts/bootstrap made it, with the pinned tools),
 so nothing is downloaded at session time: CI and air-gapped machines run them offline.
+Render sessions are one per environment, discovered like the helmfile discovers them, so a
+new customer folder gets its own session with no edit here.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import nox
 
-from astrago_deploy import checks
+from astrago_deploy import checks, environments
+from astrago_deploy.layout import RepoLayout
 
+ROOT = Path(__file__).resolve().parent
 PYTHON = sys.executable  # the .venv nox runs from: tools and the package are there
+INV = [PYTHON, "-m", "invoke", "--search-root", str(ROOT)]
+ENVIRONMENTS = [env.name for env in environments.discover(RepoLayout.at(ROOT))]
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "render", "validate", "tests"]
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint: ruff, yamllint, helm lint, charts.verify, value-override and plaintext-secret checks."""
-    session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "tasks.py", "noxfile.py")
+    session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "tasks.py", "noxfile.py")
     session.run(PYTHON, "-m", "ruff", "format", "--check", "src", "tasks.py", "noxfile.py")
-    checks.run_lint(session.log, session.posargs)
+    checks.run_lint(session.log, session.posargs, RepoLayout.at(ROOT))
 
 
 @nox.session
@@ -33,6 +40,27 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+@nox.parametrize("env", [nox.param(name, id=name) for name in ENVIRONMENTS])
+def render(session: nox.Session, env: str) -> None:
+    """Render one environment offline into rendered/<env>/ (helmfile template, vendored charts)."""
+    session.run(*INV, "render", "--env", env, *session.posargs)
+
+
+@nox.session
+def validate(session: nox.Session) -> None:
+    """Validate every rendered environment against Kubernetes and CRD schemas, offline."""
+    session.run(*INV, "render", "--all")
+    session.run(*INV, "validate", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (pytest; arguments after -- go to pytest)."""
     session.run(PYTHON, "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print figures (sync cold/no-op, render cold/warm vs plain helmfile)."""
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run(PYTHON, str(script), *session.posargs)

@@ -122,7 +122,7 @@ def render_tree(tree: RepoLayout, tools: PinnedTools, out_root: Path, env_names:
 
 
 def default_fetcher(layout: RepoLayout, mirror: str | None) -> Fetcher:
-    return Fetcher(mirror=Mirror.from_option(mirror, layout.root))
+    return Fetcher(mirror=Mirror.from_option(mirror))
 
 
 def compare(layout: RepoLayout, base: str, env_names: list[str], mirror: str | None) -> list[EnvironmentDiff]:

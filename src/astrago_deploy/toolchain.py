@@ -420,5 +420,5 @@ def check_tools(layout: RepoLayout) -> list[ToolStatus]:
 def default_installer(layout: RepoLayout, mirror: str | None, log: Callable[[str], None]) -> ToolInstaller:
     """An installer reading through `--mirror`/`TOOLS_MIRROR` when one is given."""
     raw = mirror or os.environ.get("TOOLS_MIRROR")
-    fetcher = Fetcher(mirror=Mirror.from_option(raw, layout.root) if raw else None, retries=1, timeout=20)
+    fetcher = Fetcher(mirror=Mirror.from_option(raw) if raw else None, retries=1, timeout=20)
     return ToolInstaller(layout, fetcher, dict(os.environ), log)

@@ -70,8 +70,9 @@ class Mirror:
     root: str
 
     @classmethod
-    def from_option(cls, value: str | None, base: Path) -> Mirror | None:
-        """`--mirror` wins over `CHARTS_MIRROR`; a relative directory is taken from `base`."""
+    def from_option(cls, value: str | None, base: Path | None = None) -> Mirror | None:
+        """`--mirror` wins over `CHARTS_MIRROR`; a relative directory is taken from `base`
+        (default: the current directory, as for any path typed at a shell)."""
         raw = value if value else os.environ.get("CHARTS_MIRROR", "")
         if not raw:
             return None
@@ -79,7 +80,7 @@ class Mirror:
             return cls(raw.rstrip("/"))
         path = Path(raw)
         if not path.is_absolute():
-            path = (base / path).resolve()
+            path = ((base or Path.cwd()) / path).resolve()
         if not path.is_dir():
             raise FetchError(f"mirror directory {path} does not exist")
         return cls(str(path))

@@ -16,6 +16,7 @@ def build_namespace(root: Path) -> Collection:
     ns.add_collection(env.ns)
     ns.add_task(render.render)
     ns.add_task(render.diff)
+    ns.add_task(render.validate)
     ns.add_task(deploy.deploy)
     ns.add_task(deploy.destroy)
     ns.configure({"astrago": {"root": str(root)}})

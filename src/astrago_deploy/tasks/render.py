@@ -1,4 +1,4 @@
-"""Tasks: render every environment offline, and diff renders against another git ref."""
+"""Tasks: render every environment offline, validate the output, diff renders against another git ref."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy import render as rendering
-from astrago_deploy import render_diff
+from astrago_deploy import render_diff, validation
 from astrago_deploy.cli import layout_of, say, user_errors, warn
+from astrago_deploy.errors import AstragoError
 
 
 @task(
@@ -78,3 +79,24 @@ def diff(ctx: Context, base: str, env: list[str] | None = None, mirror: str | No
             say(f"{change.change:8} {change.release}: {change.resource}")
             if not stat and change.diff:
                 say(change.diff.rstrip("\n"))
+
+
+@task(
+    iterable=["env"],
+    help={"env": "Environment to validate (repeatable); default all", "warnings": "Also print warnings"},
+)
+@user_errors
+def validate(ctx: Context, env: list[str] | None = None, warnings: bool = False) -> None:
+    """Validate rendered/<env>/ offline: Kubernetes schemas (strict), CRD schemas, offline images."""
+    layout = layout_of(ctx)
+    names = [e.name for e in rendering.select_environments(layout, env or [], False)]
+    findings = validation.validate_rendered(layout, names)
+    problems = validation.errors(findings)
+    for finding in findings:
+        if finding.is_error or warnings:
+            say(str(finding))
+    notes = len(findings) - len(problems)
+    summary = f"validated {', '.join(names)}: {len(problems)} error(s), {notes} warning(s)"
+    if problems:
+        raise AstragoError(summary)
+    say(summary)
