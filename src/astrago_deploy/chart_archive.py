@@ -108,6 +108,16 @@ def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits 
         raise ArchiveError(f"{label}: the archive is empty")
     for inner, linkname in links:
         _make_link(dest, inner, linkname, label)
+    # Each target was checked on its own; a chain of links (`a -> b/..` with `b -> ..`) can
+    # still lead out, so check where every link really resolves once all of them exist.
+    root = os.path.realpath(dest)
+    for inner, linkname in links:
+        resolved = os.path.realpath(dest.joinpath(*inner))
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (points outside the chart)")
+    # Folders made implicitly (archives rarely list them) got the umask's mode: normalize them too.
+    for folder, _dirs, _files in os.walk(dest):
+        Path(folder).chmod(0o755)
     return top
 
 
@@ -117,6 +127,10 @@ def _make_link(dest: Path, inner: list[str], linkname: str, label: str) -> None:
     resolved = posixpath.normpath(posixpath.join(*inner[:-1], linkname) if len(inner) > 1 else linkname)
     if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
         raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (points outside the chart)")
+    # Never create a folder or a link through another link: that could write outside `dest`.
+    for depth in range(1, len(inner)):
+        if dest.joinpath(*inner[:depth]).is_symlink():
+            raise ArchiveError(f"{label}: refused link {'/'.join(inner)} (inside the link {'/'.join(inner[:depth])})")
     target = dest.joinpath(*inner)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() or target.is_symlink():

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import filelock
 import yaml
@@ -240,6 +241,12 @@ class ChartVendor:
         """Resolve `name` `version` in `repository`, vendor it and lock it."""
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?", name):
             raise InputError(f"invalid chart name {name!r}")
+        if "@" in urlsplit(repository).netloc:
+            # The lock is committed: credentials go in the environment, never in the URL.
+            raise InputError(
+                f"--repo {redact_url(repository)} must not carry user:password; "
+                "set ASTRAGO_REPO_<HOST>_USERNAME and ASTRAGO_REPO_<HOST>_PASSWORD instead"
+            )
         if not re.match(r"^(https?|oci)://[^/\s]+", repository):
             raise InputError(f"invalid --repo {repository!r}: use an https:// Helm repository or oci://host/path")
         with self._locked():
@@ -290,7 +297,8 @@ class ChartVendor:
                 problems.append(
                     Problem(
                         chart.name,
-                        f"{rel} differs from the lock's content digest (a hand edit of a vendored chart, or a stale lock)",
+                        f"{rel} differs from the lock's content digest "
+                        "(a hand edit of a vendored chart, or a stale lock)",
                         f"run `inv charts.sync {chart.name}` to restore upstream content; customize through "
                         "environments/*/releases values or patches/, never in charts/external",
                     )
@@ -382,7 +390,7 @@ class ChartVendor:
 def default_vendor(
     layout: RepoLayout, mirror: str | None, progress: Progress | None = None, log: Callable[[str], None] | None = None
 ) -> ChartVendor:
-    fetcher = Fetcher(mirror=Mirror.from_option(mirror, layout.root))
+    fetcher = Fetcher(mirror=Mirror.from_option(mirror))
     if log and fetcher.mirror:
         log(f"reading upstream charts through the mirror {fetcher.mirror.root}")
     return ChartVendor(layout, fetcher, progress)

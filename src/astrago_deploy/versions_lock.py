@@ -77,7 +77,7 @@ class VersionsLock:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if doc is None:
             doc = CommentedMap()
-        if not isinstance(doc, CommentedMap) or not isinstance(doc.get("charts", CommentedMap()), dict):
+        if not isinstance(doc, CommentedMap) or not isinstance(doc.get("charts"), (dict, type(None))):
             raise ConfigError(f"{path}: expected a mapping with a 'charts:' mapping")
         if doc.get("charts") is None:
             doc["charts"] = CommentedMap()
