@@ -176,7 +176,7 @@ def serve() -> Iterator[Callable[[Path], HttpServer]]:
         faults = Faults()
         handler = functools.partial(type("H", (_Handler,), {"faults": faults}), directory=str(directory))
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return HttpServer(f"http://127.0.0.1:{server.server_address[1]}", faults)
 

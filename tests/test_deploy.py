@@ -77,7 +77,7 @@ def test_environment_without_context_is_refused(synced_project: RepoLayout, tmp_
     values = synced_project.environments_dir / "dev" / "values.yaml"
     values.write_text(values.read_text().replace("kubeContext: astrago-dev", 'kubeContext: ""'))
     tools = tools_with_context(synced_project, tmp_path, "astrago-dev")
-    with pytest.raises(AstragoError, match="cluster.kubeContext is not set"):
+    with pytest.raises(AstragoError, match=r"cluster\.kubeContext is not set"):
         deploy.plan(synced_project, "dev", "sync", tools=tools)
 
 

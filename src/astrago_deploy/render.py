@@ -216,6 +216,8 @@ class Renderer:
     out_root: Path
     log: Callable[[str], None] = lambda _msg: None
     use_cache: bool = True
+    # False renders without the Kustomize patches (to see what they patch).
+    patches: bool = True
 
     def helmfile_stream(self, env: str) -> str:
         args = [
@@ -228,7 +230,8 @@ class Renderer:
             "--concurrency",
             str(HELM_CONCURRENCY),
         ]
-        return self.tools.run("helmfile", args, cwd=self.layout.root, timeout=900)
+        extra = {} if self.patches else {"ASTRAGO_PATCHES": "off"}
+        return self.tools.run("helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=900)
 
     def render_releases(self, env: str) -> dict[str, RenderedRelease]:
         stream = self.helmfile_stream(env)
@@ -248,7 +251,7 @@ class Renderer:
     def render_environment(self, env: Environment) -> EnvironmentRender:
         started = time.monotonic()
         out_dir = self.out_root / env.name
-        key = render_key(self.layout, env)
+        key = render_key(self.layout, env) + ("" if self.patches else "-unpatched")
         key_file = out_dir / KEY_FILE
         if self.use_cache and key_file.is_file() and key_file.read_text().strip() == key:
             summary = json.loads((out_dir / ".summary.json").read_text())

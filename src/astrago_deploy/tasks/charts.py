@@ -18,9 +18,8 @@ MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for eve
 
 
 @task(
-    positional=["name"],
     iterable=["name"],
-    help={"name": "Chart(s) to sync; default every locked chart", "mirror": MIRROR_HELP},
+    help={"name": "Chart to sync (repeatable); default every locked chart", "mirror": MIRROR_HELP},
 )
 @user_errors
 def sync(ctx: Context, name: list[str] | None = None, mirror: str | None = None) -> None:
