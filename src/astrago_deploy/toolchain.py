@@ -165,6 +165,8 @@ class PinnedTools:
         env["HELMFILE_UPGRADE_NOTICE_DISABLED"] = "true"
         # scripts/post-render runs the task suite's own Python (also from a git worktree).
         env.setdefault("ASTRAGO_PYTHON", sys.executable)
+        # ...and the pinned kubectl (built-in kustomize) for the release's patches.
+        env.setdefault("ASTRAGO_TOOLS_BIN", str(self.layout.tools_bin))
         # helmfile calls `helm` (and chartify calls `kustomize`) by name: the pinned ones first.
         env["PATH"] = os.pathsep.join([str(self.layout.tools_bin), env.get("PATH", "")])
         if extra:
