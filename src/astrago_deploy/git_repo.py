@@ -40,12 +40,14 @@ class GitRepo:
         return self.run("rev-parse", "--abbrev-ref", "HEAD").strip()
 
     @contextlib.contextmanager
-    def worktree(self, commit: str, parent: Path) -> Iterator[Path]:
-        """A detached worktree of `commit` in a temporary folder, removed afterwards."""
+    def worktree(self, commit: str, parent: Path, branch: str | None = None) -> Iterator[Path]:
+        """A worktree of `commit` in a temporary folder (on a new `branch`, else detached),
+        removed afterwards; the branch, if any, stays."""
         parent.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="worktree-", dir=parent))
         path = folder / "tree"
-        self.run("worktree", "add", "--detach", "--quiet", str(path), commit)
+        mode = ["-b", branch] if branch else ["--detach"]
+        self.run("worktree", "add", "--quiet", *mode, str(path), commit)
         try:
             yield path
         finally:

@@ -34,6 +34,11 @@ def parse_version(version: str) -> semver.Version | None:
         return None
 
 
+def version_key(version: str) -> semver.Version:
+    """A sort key: the semver of `version`, or 0.0.0 when it is not semver."""
+    return parse_version(version) or semver.Version(0)
+
+
 def bump_kind(old: str, new: str) -> str:
     """major | minor | patch | prerelease | none | downgrade | unknown."""
     a, b = parse_version(old), parse_version(new)

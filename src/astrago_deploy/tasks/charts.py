@@ -1,8 +1,9 @@
-"""Tasks: vendor upstream charts under charts/versions.lock (sync, add, verify, outdated)."""
+"""Tasks: vendor upstream charts under charts/versions.lock (sync, add, verify, outdated, upgrade)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -12,6 +13,8 @@ from astrago_deploy import scaffold
 from astrago_deploy.cli import layout_of, say, user_errors, warn
 from astrago_deploy.console import ConsoleProgress
 from astrago_deploy.errors import AstragoError
+from astrago_deploy.transport import Fetcher, Mirror
+from astrago_deploy.upgrade import UpgradeOptions, Upgrader
 from astrago_deploy.vendor import default_vendor
 
 MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for every upstream (or CHARTS_MIRROR)"
@@ -92,4 +95,54 @@ def outdated(ctx: Context, json_: bool = False, prereleases: bool = False, mirro
         say(f"{row.name:20} {row.locked:12} {row.newest:12} {row.newest_same_major:12} {row.distance}")
 
 
-ns = Collection("charts", sync, add, verify, outdated)
+@task(
+    help={
+        "name": "Locked chart to upgrade",
+        "to": "Exact version to upgrade to, as upstream spells it (default: the newest stable)",
+        "no_pr": "Do not push or open a pull request",
+        "json": "Also write the JSON report to this file",
+        "dry_run": "Do everything in a throw-away worktree: report only, no branch, no commit",
+        "mirror": MIRROR_HELP,
+    }
+)
+@user_errors
+def upgrade(
+    ctx: Context,
+    name: str,
+    to: str | None = None,
+    no_pr: bool = False,
+    json_: str | None = None,
+    dry_run: bool = False,
+    mirror: str | None = None,
+) -> None:
+    """Bump a chart on a new branch chart/NAME-VERSION with an impact report (and a pull request)."""
+    layout = layout_of(ctx)
+    fetcher = Fetcher(mirror=Mirror.from_option(mirror))
+    options = UpgradeOptions(name, to, not no_pr, Path(json_).resolve() if json_ else None, dry_run)
+    result = Upgrader(layout, fetcher, warn).run(options)
+    if result is None:
+        return
+    report = result.report
+    for line in report.notable():
+        say(line)
+    say(f"risk: {report.risk}")
+    if dry_run:
+        say(f"dry run: report in {result.report_md} (nothing committed)")
+    else:
+        say(
+            f"branch {result.branch}: commit {result.commit[:12]} (you are still on your starting branch; "
+            f"to work on it: git switch {result.branch} && inv charts.sync)"
+        )
+        say(f"report: {result.report_md.relative_to(layout.root)} (on the branch); full diff: {result.full_diff}")
+        if result.pull_request:
+            say(f"pull request: {result.pull_request}")
+        elif not no_pr:
+            say(
+                "no pull request: set GITHUB_TOKEN (with an origin remote on GitHub) to open one, or push the "
+                "branch and open it by hand with the report as its body"
+            )
+    if options.json_file:
+        say(f"JSON report: {options.json_file}")
+
+
+ns = Collection("charts", sync, add, verify, outdated, upgrade)
