@@ -14,6 +14,7 @@ from pathlib import Path
 import nox
 
 from astrago_deploy import checks, environments
+from astrago_deploy.errors import AstragoError
 from astrago_deploy.layout import RepoLayout
 
 ROOT = Path(__file__).resolve().parent
@@ -30,7 +31,10 @@ def lint(session: nox.Session) -> None:
     """Lint: ruff, yamllint, helm lint, charts.verify, value-override and plaintext-secret checks."""
     session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "tasks.py", "noxfile.py")
     session.run(PYTHON, "-m", "ruff", "format", "--check", "src", "tasks.py", "noxfile.py")
-    checks.run_lint(session.log, session.posargs, RepoLayout.at(ROOT))
+    try:
+        checks.run_lint(session.log, session.posargs, RepoLayout.at(ROOT))
+    except AstragoError as exc:
+        session.error(str(exc))
 
 
 @nox.session
