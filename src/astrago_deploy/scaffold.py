@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap
 from astrago_deploy import atomic
 from astrago_deploy.errors import ConfigError, InputError
 from astrago_deploy.layout import RepoLayout
+from astrago_deploy.releases import declared_releases
 
 TIERS = ("infrastructure", "monitoring", "security", "applications")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
@@ -27,14 +28,6 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
 class ReleasePlan:
     layout: RepoLayout
     files: dict[Path, str]
-
-
-def existing_releases(layout: RepoLayout) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for tier_file in sorted(layout.releases_dir.glob("*.yaml.gotmpl")):
-        for match in re.finditer(r"^-\s+name:\s*([A-Za-z0-9._-]+)\s*$", tier_file.read_text(), re.MULTILINE):
-            found[match.group(1)] = tier_file
-    return found
 
 
 def release_block(release: str, chart: str, namespace: str, tier: str) -> str:
@@ -57,7 +50,7 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
             raise InputError(f"invalid --{label} {value!r}: lowercase letters, digits and '-', at most 53 characters")
     if tier not in TIERS:
         raise InputError(f"invalid --tier {tier!r}: one of {', '.join(TIERS)}")
-    existing = existing_releases(layout)
+    existing = {r.name: r.tier_file for r in declared_releases(layout)}
     if release in existing:
         raise InputError(f"release {release!r} already exists in {existing[release].relative_to(layout.root)}")
     tier_file = layout.releases_dir / f"{tier}.yaml.gotmpl"

@@ -27,6 +27,7 @@ from astrago_deploy.chart_archive import extract_chart
 from astrago_deploy.errors import AstragoError, ConfigError, InputError, IntegrityError
 from astrago_deploy.layout import RepoLayout
 from astrago_deploy.oci import OciChart, OciClient
+from astrago_deploy.releases import declared_releases
 from astrago_deploy.repo_index import ChartVersion, IndexCache, bump_kind, parse_version
 from astrago_deploy.transport import Fetcher, Mirror, redact_url
 from astrago_deploy.tree_digest import tree_digest
@@ -34,9 +35,6 @@ from astrago_deploy.versions_lock import LockedChart, VersionsLock
 
 MAX_PARALLEL_DOWNLOADS = 4
 LOCK_WAIT_SECONDS = 120
-_CHART_REF = re.compile(r'index\s+\.Charts\s+"(?P<name>[^"]+)"')
-_CHART_LINE = re.compile(r"^\s*chart:\s*(?P<value>.+?)\s*$")
-_RELEASE_NAME = re.compile(r"^\s*-\s+name:\s*(?P<name>[A-Za-z0-9._-]+)\s*$")
 
 
 class Progress:
@@ -316,33 +314,22 @@ class ChartVendor:
         problems.extend(self._release_problems(lock))
         return problems
 
-    def release_charts(self) -> list[tuple[Path, str, str]]:
-        """(tier file, release name, chart expression) for every release in the tier files."""
-        found = []
-        for tier_file in sorted(self.layout.releases_dir.glob("*.yaml.gotmpl")):
-            release = "?"
-            for line in tier_file.read_text().splitlines():
-                if m := _RELEASE_NAME.match(line):
-                    release = m["name"]
-                elif m := _CHART_LINE.match(line):
-                    found.append((tier_file, release, m["value"]))
-        return found
-
     def _release_problems(self, lock: VersionsLock) -> list[Problem]:
         problems = []
-        for tier_file, release, value in self.release_charts():
-            where = f"release {release} ({tier_file.relative_to(self.layout.root)})"
-            if m := _CHART_REF.search(value):
-                if not lock.has(m["name"]):
+        for release in declared_releases(self.layout):
+            where = f"release {release.name} ({release.tier_file.relative_to(self.layout.root)})"
+            locked, custom, value = release.locked_chart, release.custom_chart, release.chart_expr
+            if locked is not None:
+                if not lock.has(locked):
                     problems.append(
                         Problem(
                             where,
-                            f"chart {m['name']!r} is not in the lock",
-                            f"lock it with `inv charts.add {m['name']} --repo URL --version V`",
+                            f"chart {locked!r} is not in the lock",
+                            f"lock it with `inv charts.add {locked} --repo URL --version V`",
                         )
                     )
-            elif value.startswith("../charts/custom/"):
-                if not (self.layout.helmfile_dir / value / "Chart.yaml").is_file():
+            elif custom is not None:
+                if not (self.layout.custom_dir / custom / "Chart.yaml").is_file():
                     problems.append(Problem(where, f"{value} has no Chart.yaml", "fix the chart path"))
             else:
                 problems.append(
