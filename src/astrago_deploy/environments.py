@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from astrago_deploy import atomic
-from astrago_deploy.errors import ConfigError, InputError
+from astrago_deploy import atomic, yaml_files
+from astrago_deploy.errors import InputError
 from astrago_deploy.layout import RepoLayout
 
 STAGES = ("dev", "stage", "prod")
@@ -171,14 +169,5 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     (as helmfile merges its environment values)."""
     merged: dict[str, Any] = {}
     for folder in env.layer_dirs(layout):
-        path = folder / "values.yaml"
-        if not path.is_file():
-            continue
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping")
-        merged = _deep_merge(merged, data)
+        merged = _deep_merge(merged, yaml_files.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged

@@ -11,7 +11,6 @@ skips a selector-targeted patch that matches nothing without a word; here that i
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import tempfile
@@ -21,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from astrago_deploy import atomic
+from astrago_deploy import atomic, yaml_files
 from astrago_deploy.command import Command
 from astrago_deploy.errors import ConfigError, KubectlError
 from astrago_deploy.manifests import load_documents
@@ -173,13 +171,7 @@ def load_kustomization(folder: Path) -> dict[str, Any]:
     path = kustomization_file(folder)
     if path is None:
         raise ConfigError(f"{folder}: no kustomization.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_first_line(str(exc))}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping")
-    return data
+    return yaml_files.read_mapping(path)
 
 
 def patch_layers(patches_dir: Path, release: str, env: str) -> list[Path]:
@@ -368,18 +360,11 @@ def scaffold_patch(patches_dir: Path, release: str, resource: dict[str, Any], en
 
 def _append_patch_entry(kustomization: Path, entry: dict[str, str]) -> str:
     """Add an entry to `patches:` keeping the file's comments and layout (round-trip edit)."""
-    handler = YAML(typ="rt")
-    handler.preserve_quotes = True
-    handler.indent(mapping=2, sequence=4, offset=2)
-    doc = handler.load(kustomization.read_text())
-    if not isinstance(doc, CommentedMap):
-        raise ConfigError(f"{kustomization}: expected a mapping")
+    doc = yaml_files.load_for_edit(kustomization)
     patches = doc.get("patches")
     if patches is None:
         patches = doc["patches"] = CommentedSeq()
     if not isinstance(patches, list):
         raise ConfigError(f"{kustomization}: patches must be a list")
     patches.append(CommentedMap(entry))
-    out = io.StringIO()
-    handler.dump(doc, out)
-    return out.getvalue()
+    return yaml_files.dump(doc)

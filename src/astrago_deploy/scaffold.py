@@ -7,15 +7,13 @@ edit that keeps comments. All files are written together or not at all.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from astrago_deploy import atomic
+from astrago_deploy import atomic, yaml_files
 from astrago_deploy.errors import ConfigError, InputError
 from astrago_deploy.layout import RepoLayout
 from astrago_deploy.releases import declared_releases
@@ -75,12 +73,7 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
 
 
 def _with_toggle(path: Path, release: str) -> str:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    doc = yaml.load(path.read_text())
-    if not isinstance(doc, CommentedMap):
-        raise ConfigError(f"{path}: expected a mapping")
+    doc = yaml_files.load_for_edit(path)
     releases = doc.get("releases")
     if releases is None:
         releases = doc["releases"] = CommentedMap()
@@ -89,9 +82,7 @@ def _with_toggle(path: Path, release: str) -> str:
     toggle = CommentedMap(enabled=True)
     toggle.fa.set_flow_style()
     releases[release] = toggle
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return out.getvalue()
+    return yaml_files.dump(doc)
 
 
 def apply(plan: ReleasePlan) -> list[Path]:

@@ -36,7 +36,7 @@ from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.version import __version__ as KV_VERSION
 from referencing import Registry, Resource
 
-from astrago_deploy import environments
+from astrago_deploy import environments, yaml_files
 from astrago_deploy.errors import AstragoError, ConfigError
 from astrago_deploy.layout import RepoLayout
 from astrago_deploy.manifests import images, load_documents, resource_id
@@ -78,20 +78,6 @@ def errors(findings: Iterable[Finding]) -> list[Finding]:
 
 
 # --- environment settings and the Kubernetes version ------------------------------------
-
-
-def _read_values(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
 
 
 def _layer_files(layout: RepoLayout, env: str | None) -> list[Path]:
@@ -138,7 +124,7 @@ def kubernetes_version(layout: RepoLayout, env: str | None = None) -> str:
     value: object = None
     origin: Path | None = None
     for path in _layer_files(layout, env):
-        cluster = _read_values(path).get("cluster")
+        cluster = yaml_files.read_mapping(path, missing_ok=True).get("cluster")
         if isinstance(cluster, dict) and "kubernetesVersion" in cluster:
             value, origin = cluster["kubernetesVersion"], path
     if origin is None:

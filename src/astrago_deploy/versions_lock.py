@@ -6,17 +6,15 @@ quoting survive, and an edit touches only the lines it must. Writes are atomic.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from astrago_deploy import atomic
+from astrago_deploy import atomic, yaml_files
 from astrago_deploy.errors import ConfigError
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
@@ -48,14 +46,6 @@ class LockedChart:
         return pinned and bool(self.digest) and bool(self.tree)
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 4096
-    return yaml
-
-
 class VersionsLock:
     """The parsed lock; edits keep the original document's comments and layout."""
 
@@ -72,7 +62,7 @@ class VersionsLock:
             doc["charts"] = CommentedMap()
             return cls(path, doc)
         try:
-            doc = _yaml().load(text)
+            doc = yaml_files.round_trip().load(text)
         except YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if doc is None:
@@ -142,9 +132,7 @@ class VersionsLock:
             entry.ca.items[list(entry)[-1]] = trailing
 
     def render(self) -> str:
-        buffer = io.StringIO()
-        _yaml().dump(self._doc, buffer)
-        return buffer.getvalue()
+        return yaml_files.dump(self._doc)
 
     def save(self) -> bool:
         """Write atomically if the text changed; returns whether it did."""
