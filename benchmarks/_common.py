@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +12,9 @@ from pathlib import Path
 from astrago_deploy.layout import RepoLayout
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = (
-    "toolchain.yaml",
-    "helmfile",
-    "environments",
-    "charts/custom",
-    "charts/versions.lock",
-    "patches",
-    "scripts/post-render",
-)
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import make_project  # noqa: E402 - the same scratch copy the tests use
 
 
 def mirror() -> str:
@@ -30,18 +24,9 @@ def mirror() -> str:
     return found
 
 
-def scratch_project(dest: Path) -> RepoLayout:
-    for rel in COPIED:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel)
-        elif src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    (dest / ".tools" / "bin").mkdir(parents=True)
-    for binary in ("helm", "helmfile", "kubectl"):
-        (dest / ".tools" / "bin" / binary).symlink_to(ROOT / ".tools" / "bin" / binary)
-    return RepoLayout.at(dest)
+def scratch_project(dest: Path, with_git: bool = False) -> RepoLayout:
+    """A copy of the monorepo's committed content sharing this checkout's pinned tools."""
+    return make_project(dest, with_git=with_git)
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import mirror, scratch_project
 
 from astrago_deploy import environments
-from astrago_deploy.git_repo import GitRepo
 from astrago_deploy.transport import Fetcher, Mirror
 from astrago_deploy.upgrade import UpgradeOptions, Upgrader
 from astrago_deploy.vendor import ChartVendor
@@ -27,21 +26,13 @@ IDENTITY = {
 }
 
 
-def git(root: Path, *args: str) -> None:
-    GitRepo(root).run(*args)
-
-
 def main() -> None:
     source = mirror()
     os.environ.update(IDENTITY)
     fetcher_mirror = Mirror(source if "://" in source else str(Path(source).resolve()))
     for target in ("v25.10.1", "v26.7.0"):
         with tempfile.TemporaryDirectory(prefix="bench-upgrade-") as tmp:
-            layout = scratch_project(Path(tmp) / "repo")
-            (layout.root / ".gitignore").write_text("/.tools/\n/.cache/\n/rendered/\n/charts/external/*\n")
-            git(layout.root, "init", "-q", "-b", "main")
-            git(layout.root, "add", "-A")
-            git(layout.root, "commit", "-q", "-m", "initial")
+            layout = scratch_project(Path(tmp) / "repo", with_git=True)
             ChartVendor(layout, Fetcher(mirror=fetcher_mirror)).sync()
             started = time.perf_counter()
             result = Upgrader(layout, Fetcher(mirror=fetcher_mirror)).run(
