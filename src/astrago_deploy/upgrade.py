@@ -279,7 +279,8 @@ class Upgrader:
             render_notes=notes,
         )
         stem = f"{chart.name}-{chart.version}-to-{target}"
-        md, js = report.write(tree.reports_dir / "upgrades", stem, work / "full.diff")
+        shown = str((work / "full.diff").relative_to(self.layout.root))
+        md, js = report.write(tree.reports_dir / "upgrades", stem, work / "full.diff", shown)
         return report, (md, js)
 
     def _override_files(self, tree: RepoLayout, releases: list[str]) -> dict[str, dict[str, object]]:

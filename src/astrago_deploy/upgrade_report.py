@@ -555,12 +555,14 @@ class UpgradeReport:
             out.append(f"_{omitted} environment diff(s) omitted to keep this under GitHub's limit._")
         return "\n".join(out)
 
-    def write(self, folder: Path, stem: str, full_diff_path: Path) -> tuple[Path, Path]:
+    def write(self, folder: Path, stem: str, full_diff_path: Path, shown_path: str = "") -> tuple[Path, Path]:
+        """Write the Markdown and JSON reports to `folder` and the full diff to `full_diff_path`
+        (named in the Markdown as `shown_path`, e.g. relative to the checkout)."""
         folder.mkdir(parents=True, exist_ok=True)
         full_diff_path.parent.mkdir(parents=True, exist_ok=True)
         full_diff_path.write_text(self.full_diff())
         md, js = folder / f"{stem}.md", folder / f"{stem}.json"
-        md.write_text(self.markdown(str(full_diff_path)))
+        md.write_text(self.markdown(shown_path or str(full_diff_path)))
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n")
         return md, js
 
