@@ -216,7 +216,7 @@ def test_add_of_a_missing_tag_names_it_and_changes_nothing(registry: Registry, s
     assert str(caught.value) == (
         f"demo: {repository}/demo: 9.9.9 not found\nnothing was changed (charts/external and the lock are as before)"
     )
-    with pytest.raises(FetchError, match=r"^oci://127\.0\.0\.1:\d+/t[0-9a-f]+/demo: .*not found$"):
+    with pytest.raises(FetchError, match=r"^oci://127\.0\.0\.1:\d+/t[0-9a-f]+/demo: no such repository$"):
         OciClient(Fetcher()).tags(OciChart(registry.new_repository(), "demo"))
     assert snapshot(synced_project.root) == before
 
@@ -379,3 +379,21 @@ def test_a_missing_registry_binary_fails_the_tests_with_the_fix(tmp_path: Path) 
     )
     assert skipped.returncode == 0, skipped.stdout
     assert "1 skipped" in skipped.stdout
+
+
+def test_oci_mirror_stands_in_for_the_upstream_registry(registry: Registry, synced_project: RepoLayout) -> None:
+    """An air-gapped site's registry holds upstream charts under <host>/<path>: OCI_MIRROR reads them there."""
+    upstream = f"oci://ghcr.io/acme-{uuid.uuid4().hex[:8]}/charts"
+    mirrored = f"oci://{registry.host}/{upstream.removeprefix('oci://')}"
+    manifest = registry.push(mirrored, ORIGINAL, "demo", "0.1.0")
+    fetcher = Fetcher(environ={**os.environ, "OCI_MIRROR": registry.host}, retries=0)
+
+    chart = ChartVendor(synced_project, fetcher).add("demo", upstream, "0.1.0")
+
+    assert (chart.repository, chart.manifest, chart.digest) == (upstream, manifest, sha256(ORIGINAL))
+    assert registry.host not in synced_project.lock_file.read_text()  # the lock names upstream only
+    shutil.rmtree(synced_project.chart_dir("demo", "0.1.0"))
+    assert [r.action for r in ChartVendor(synced_project, fetcher).sync(["demo"])] == ["vendored"]
+    # Without the mirror the upstream host is asked (and cannot be reached here).
+    with pytest.raises(FetchError, match=r"https://ghcr\.io/v2/acme-"):
+        OciClient(Fetcher(environ={}, retries=0, timeout=2)).tags(OciChart(upstream, "demo"))

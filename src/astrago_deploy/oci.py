@@ -5,6 +5,11 @@ manifest by digest (verifying it), then the chart layer blob (verifying it). Ano
 basic and bearer-token registries are supported; credentials come from the environment (see
 `transport`) and are never logged. Loopback registries, and hosts listed in
 `ASTRAGO_OCI_PLAIN_HTTP` (comma-separated), are spoken to over plain HTTP.
+
+`OCI_MIRROR=HOST[:PORT]` names a registry that stands in for every upstream one, the way a
+Harbor proxy cache or an air-gapped site's registry does: `oci://ghcr.io/org/charts/NAME` is
+read from `oci://HOST[:PORT]/ghcr.io/org/charts/NAME` (a `:` in the upstream host becomes `_`).
+The lock keeps the upstream location; the manifest digest makes the mirror's copy verifiable.
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ class OciChart:
     def api(self, environ: dict[str, str], tail: str) -> str:
         return f"{self.scheme(environ)}://{self.host}/v2/{self.path}/{tail}"
 
+    def through(self, mirror: str) -> OciChart:
+        """This chart's location in the registry `mirror` (see the module docstring)."""
+        if not mirror:
+            return self
+        rest = self.repository.removeprefix("oci://").rstrip("/")
+        host, _, base = rest.partition("/")
+        path = "/".join(part for part in (host.replace(":", "_"), base) if part)
+        return OciChart(f"oci://{mirror.rstrip('/')}/{path}", self.name)
+
 
 def tag_of(version: str) -> str:
     """OCI tags cannot contain '+': Helm stores build metadata with '_' instead."""
@@ -61,12 +75,14 @@ def tag_of(version: str) -> str:
 class OciClient:
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
+        self.mirror = fetcher.environ.get("OCI_MIRROR", "").removeprefix("oci://")
         self._tokens: dict[str, str] = {}
 
     def _environ(self) -> dict[str, str]:
         return dict(self.fetcher.environ)
 
     def _get(self, chart: OciChart, tail: str, accept: str, max_bytes: int) -> tuple[dict[str, str], bytes]:
+        chart = chart.through(self.mirror)
         url = chart.api(self._environ(), tail)
         headers = {"Accept": accept}
         token = self._tokens.get(chart.path)
@@ -84,7 +100,8 @@ class OciClient:
                 f"oci://{chart.host}/{chart.path}: access denied (set ASTRAGO_REPO_<HOST>_USERNAME/_PASSWORD)"
             )
         if reply.status == 404:
-            raise FetchError(f"oci://{chart.host}/{chart.path}: {tail.rsplit('/', maxsplit=1)[-1]} not found")
+            what = "no such repository" if tail == "tags/list" else f"{tail.rsplit('/', maxsplit=1)[-1]} not found"
+            raise FetchError(f"oci://{chart.host}/{chart.path}: {what}")
         return reply.headers, reply.body
 
     def _authenticate(self, chart: OciChart, challenge: str, url: str) -> None:

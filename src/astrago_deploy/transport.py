@@ -182,11 +182,15 @@ class Fetcher:
                     raise FetchError(f"{shown}: more than {max_bytes} bytes, refused")
                 chunks.append(chunk)
         except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Truncated(f"truncated download ({total} bytes read)") from exc
+            raise _Truncated(
+                f"truncated download (the connection closed before {declared or 'the end'} bytes)"
+            ) from exc
         except Exception as exc:  # urllib3 ProtocolError / IncompleteRead
             if isinstance(exc, FetchError):
                 raise
-            raise _Truncated(f"truncated download ({total} bytes read): {type(exc).__name__}") from exc
+            raise _Truncated(
+                f"truncated download (the connection closed before {declared or 'the end'} bytes: {type(exc).__name__})"
+            ) from exc
         body = b"".join(chunks)
         encoding = resp.headers.get("Content-Encoding", "identity")
         if declared is not None and encoding == "identity" and len(body) != int(declared):

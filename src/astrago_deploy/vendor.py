@@ -139,7 +139,7 @@ class ChartVendor:
             if expected and actual != expected:
                 raise IntegrityError(
                     f"{label}: archive {redact_url(url)} has sha256 {actual[7:]}, expected {expected[7:]} "
-                    "(tampered or truncated download); nothing was changed"
+                    "(tampered or truncated download)"
                 )
             updated = dataclasses.replace(chart, url=url, digest=actual)
         self.progress.step(chart.name, "extracting")
@@ -176,14 +176,19 @@ class ChartVendor:
         workers = min(MAX_PARALLEL_DOWNLOADS, len(charts))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor") as pool:
             futures = [pool.submit(self.stage, chart, staging_root) for chart in charts]
-            staged, errors = [], []
+            staged: list[StagedChart] = []
+            failures: list[tuple[str, AstragoError]] = []
             for chart, future in zip(charts, futures, strict=True):
                 try:
                     staged.append(future.result())
                 except AstragoError as exc:
-                    errors.append(f"{chart.name}: {exc}" if not str(exc).startswith(chart.name) else str(exc))
-        if errors:
-            raise AstragoError("\n".join(errors) + "\nnothing was changed (charts/external and the lock are as before)")
+                    failures.append((chart.name, exc))
+        if failures:
+            lines = [str(exc) if str(exc).startswith(name) else f"{name}: {exc}" for name, exc in failures]
+            message = "\n".join(lines) + "\nnothing was changed (charts/external and the lock are as before)"
+            # One failure keeps its kind (integrity, fetch, archive) for callers that care.
+            kind = type(failures[0][1]) if len(failures) == 1 else AstragoError
+            raise kind(message)
         return staged
 
     def install(self, staged: Sequence[StagedChart]) -> None:
