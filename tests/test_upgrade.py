@@ -874,3 +874,22 @@ def test_a_dry_run_writes_the_report_under_the_cache_and_commits_nothing(
     assert git(root, "rev-list", "--count", "HEAD").strip() == "1"
     assert not synced_project.reports_dir.exists()
     assert_main_unchanged(synced_project, before)
+
+
+def test_mirror_list_names_upstream_images_not_site_registry_copies() -> None:
+    from astrago_deploy.upgrade_report import UpgradeReport, ValuesDiff
+
+    def diff(prefix: str) -> dict[str, object]:
+        return {"added": [f"{prefix}nvidia/new:1"], "removed": [],
+                "retagged": {f"{prefix}nvidia/op": {"old": f"{prefix}nvidia/op:1", "new": f"{prefix}nvidia/op:2"}}}
+
+    report = UpgradeReport(
+        chart="c", release_names=["c"], old="1.0.0", new="1.1.0", old_app="", new_app="", values=ValuesDiff(),
+        overrides=[], crds={"added": [], "removed": [], "changed": {}},
+        images={"dev": diff("nvcr.io/"), "stage": diff("10.0.0.1:30002/")}, resources={}, patches=[], changelog=[],
+        offline_registries={"stage": "10.0.0.1:30002"},
+    )
+    assert report.mirror_list() == ["nvcr.io/nvidia/new:1", "nvcr.io/nvidia/op:2"]
+    assert "images: 2 new or retagged (mirror them for air-gapped sites)" in report.notable()
+    everywhere = UpgradeReport(**{**report.__dict__, "images": {"stage": diff("10.0.0.1:30002/")}})
+    assert everywhere.mirror_list() == ["10.0.0.1:30002/nvidia/new:1", "10.0.0.1:30002/nvidia/op:2"]

@@ -277,6 +277,11 @@ class Upgrader:
             patches=patches,
             changelog=upgrade_report.changelog(versions, chart.version, target),
             render_notes=notes,
+            offline_registries={
+                e.name: str(reg)
+                for e in envs
+                if (reg := (environments.settings(tree, e).get("offline") or {}).get("registry"))
+            },
         )
         stem = f"{chart.name}-{chart.version}-to-{target}"
         shown = str((work / "full.diff").relative_to(self.layout.root))

@@ -309,6 +309,8 @@ class UpgradeReport:
     patches: list[dict[str, Any]]
     changelog: list[dict[str, Any]]
     render_notes: list[str] = field(default_factory=list)
+    # env -> offline.registry, for environments that pull through a site registry
+    offline_registries: dict[str, str] = field(default_factory=dict)
 
     @property
     def bump(self) -> str:
@@ -372,9 +374,7 @@ class UpgradeReport:
                 f"CRDs: {len(self.crds['added'])} added, {len(self.crds['removed'])} removed, "
                 f"{len(self.crds['changed'])} changed"
             )
-        changed_images = {
-            i for d in self.images.values() for i in [*d["added"], *(r["new"] for r in d["retagged"].values())]
-        }
+        changed_images = self.mirror_list()
         if changed_images:
             lines.append(f"images: {len(changed_images)} new or retagged (mirror them for air-gapped sites)")
         failing = [p for p in self.patches if p["status"] != "applied"]
@@ -413,9 +413,13 @@ class UpgradeReport:
         }
 
     def mirror_list(self) -> list[str]:
-        return sorted(
-            {i for d in self.images.values() for i in [*d["added"], *(r["new"] for r in d["retagged"].values())]}
-        )
+        """New images as upstream names them (what a site copies into its registry).
+
+        Environments that pull through `offline.registry` show the rewritten names; they are
+        used only when every environment does.
+        """
+        upstream = [env for env in self.images if env not in self.offline_registries] or list(self.images)
+        return sorted({image for env in upstream for image in _new_images(self.images[env])})
 
     def full_diff(self) -> str:
         parts = []
@@ -565,6 +569,10 @@ class UpgradeReport:
         md.write_text(self.markdown(shown_path or str(full_diff_path)))
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n")
         return md, js
+
+
+def _new_images(diff: dict[str, Any]) -> list[str]:
+    return [*diff["added"], *(r["new"] for r in diff["retagged"].values())]
 
 
 def _short(value: Any, limit: int = 80) -> str:
