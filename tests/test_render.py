@@ -139,3 +139,13 @@ def test_diff_redacts_secret_values() -> None:
 def test_diff_rejects_an_unknown_ref(synced_project: RepoLayout) -> None:
     with pytest.raises(InputError, match="'no-such-branch' is not a commit"):
         render_diff.compare(synced_project, "no-such-branch", ["dev"], None)
+
+
+def test_helmfile_errors_show_helms_stderr_once() -> None:
+    from astrago_deploy.errors import HelmfileError
+
+    stderr = ("in ./helmfile.yaml: command \"helm\" exited with non-zero status:\n\nPATH:\n  helm\n\nARGS:\n  0: helm\n"
+              "\nERROR:\n  exit status 1\n\nSTDERR:\n  Error: post-render harbor (dev): no match\n\n"
+              "COMBINED OUTPUT:\n  Error: post-render harbor (dev): no match\n")
+    message = str(HelmfileError(["helmfile", "template"], 1, "", stderr))
+    assert message == "helmfile failed (exit 1): helmfile template\nError: post-render harbor (dev): no match"

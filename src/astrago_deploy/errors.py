@@ -69,6 +69,18 @@ class HelmError(CommandError):
 class HelmfileError(CommandError):
     tool = "helmfile"
 
+    def _message(self) -> str:
+        # helmfile wraps helm's failure in ARGS/ERROR/EXIT STATUS/STDERR/COMBINED OUTPUT
+        # sections; helm's own stderr says what went wrong.
+        stderr = self.stderr
+        if "STDERR:" in stderr:
+            stderr = stderr.split("STDERR:", 1)[1]
+        stderr = stderr.split("COMBINED OUTPUT:", 1)[0]
+        shown = " ".join(self.argv)
+        detail = _tail(stderr) or _tail(self.stdout)
+        text = f"{self.tool} failed (exit {self.returncode}): {shown}"
+        return f"{text}\n{detail}" if detail else text
+
 
 class KubectlError(CommandError):
     tool = "kubectl"
