@@ -143,7 +143,7 @@ class PatchEntry:
         try:
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{self.label(self.layer)}: not valid YAML: {_first_line(str(exc))}") from exc
+            raise ConfigError(f"{self.label(self.layer)}: not valid YAML: {yaml_files.first_line(str(exc))}") from exc
         if len(docs) != 1 or not isinstance(docs[0], dict):
             if docs and isinstance(docs[0], list):
                 raise ConfigError(f"{self.label(self.layer)}: a JSON 6902 patch needs a `target:` in the kustomization")
@@ -156,10 +156,6 @@ class PatchEntry:
             raise ConfigError(f"{self.label(self.layer)}: a strategic-merge patch must name kind and metadata.name")
         namespace = str(meta.get("namespace") or "")
         return Target(group, version, str(doc["kind"]), str(meta["name"]), namespace, exact=True)
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def kustomization_file(folder: Path) -> Path | None:
@@ -284,7 +280,7 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
             try:
                 patched = kustomizer.build(current, [(layer, _only(kustomization, entry))])
             except KubectlError as exc:
-                reason = _first_line(exc.stderr.replace("Error: ", "")) or "kustomize failed"
+                reason = yaml_files.first_line(exc.stderr.replace("Error: ", "")) or "kustomize failed"
                 yield PatchStatus(release, env, label, target.describe(), "failed", reason)
                 continue
             if _canonical(load_documents(patched)) == _canonical(docs):

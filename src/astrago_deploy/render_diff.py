@@ -21,7 +21,7 @@ from astrago_deploy.layout import RepoLayout
 from astrago_deploy.manifests import load_documents, resource_id
 from astrago_deploy.render import EnvironmentRender, Renderer
 from astrago_deploy.toolchain import PinnedTools
-from astrago_deploy.transport import Fetcher, Mirror
+from astrago_deploy.transport import Fetcher
 from astrago_deploy.tree_digest import tree_digest
 from astrago_deploy.vendor import ChartVendor
 from astrago_deploy.versions_lock import VersionsLock
@@ -121,10 +121,6 @@ def render_tree(tree: RepoLayout, tools: PinnedTools, out_root: Path, env_names:
     return Renderer(tree, tools, out_root).render(envs)
 
 
-def default_fetcher(layout: RepoLayout, mirror: str | None) -> Fetcher:
-    return Fetcher(mirror=Mirror.from_option(mirror))
-
-
 def compare(layout: RepoLayout, base: str, env_names: list[str], mirror: str | None) -> list[EnvironmentDiff]:
     """Render `base` (in a temporary worktree) and the working tree; diff each environment."""
     repo = GitRepo(layout.root)
@@ -136,6 +132,6 @@ def compare(layout: RepoLayout, base: str, env_names: list[str], mirror: str | N
     base_out = layout.cache_dir / "renders" / commit
     with repo.worktree(commit, layout.cache_dir / "worktrees") as tree_path:
         tree = RepoLayout.at(tree_path)
-        prepare_vendored(layout, tree, default_fetcher(layout, mirror))
+        prepare_vendored(layout, tree, Fetcher.for_mirror(mirror))
         render_tree(tree, tools, base_out, names)
     return [diff_folders(name, base_out / name, layout.rendered_dir / name) for name in names]

@@ -109,6 +109,11 @@ class Fetcher:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
 
+    @classmethod
+    def for_mirror(cls, option: str | None) -> Fetcher:
+        """A fetcher reading through `--mirror` (or `CHARTS_MIRROR`) when one is given."""
+        return cls(mirror=Mirror.from_option(option))
+
     def location(self, url: str) -> str:
         return self.mirror.map(url) if self.mirror else url
 

@@ -30,7 +30,7 @@ from astrago_deploy.oci import OciChart
 from astrago_deploy.releases import declared_releases
 from astrago_deploy.render import Renderer
 from astrago_deploy.render_diff import diff_folders, prepare_vendored
-from astrago_deploy.repo_index import ChartVersion, parse_version, version_key
+from astrago_deploy.repo_index import ChartVersion, IndexCache, parse_version, version_key
 from astrago_deploy.toolchain import PinnedTools
 from astrago_deploy.transport import Fetcher
 from astrago_deploy.vendor import ChartVendor
@@ -96,6 +96,7 @@ class Upgrader:
         self.log = log
         self.environ = dict(os.environ if environ is None else environ)
         self.repo = GitRepo(layout.root)
+        self.indexes = IndexCache(fetcher)
         self.tools = PinnedTools(layout)
 
     def run(self, options: UpgradeOptions) -> UpgradeResult | None:
@@ -116,7 +117,7 @@ class Upgrader:
         if not lock.has(options.name):
             raise InputError(f"{options.name} is not in charts/versions.lock (known: {', '.join(lock.names())})")
         chart = lock.get(options.name)
-        vendor = ChartVendor(self.layout, self.fetcher)
+        vendor = ChartVendor(self.layout, self.fetcher, indexes=self.indexes)
         target, versions = resolve_target(vendor, chart, options.to)
         old_v, new_v = parse_version(chart.version), parse_version(target)
         if target == chart.version or (old_v is not None and old_v == new_v):
@@ -199,8 +200,7 @@ class Upgrader:
     ) -> tuple[upgrade_report.UpgradeReport, tuple[Path, Path]]:
         t = time.monotonic()
         prepare_vendored(self.layout, tree, self.fetcher)
-        tree_vendor = ChartVendor(tree, self.fetcher)
-        tree_vendor.indexes = ChartVendor(self.layout, self.fetcher).indexes
+        tree_vendor = ChartVendor(tree, self.fetcher, indexes=self.indexes)
         new_entry = LockedChart(chart.name, chart.repository, target)
         with atomic.staging_dir(tree.external_dir, "upgrade") as staging:
             staged = tree_vendor.stage_many([new_entry], staging)

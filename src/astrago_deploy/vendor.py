@@ -29,7 +29,7 @@ from astrago_deploy.layout import RepoLayout
 from astrago_deploy.oci import OciChart, OciClient
 from astrago_deploy.releases import declared_releases
 from astrago_deploy.repo_index import ChartVersion, IndexCache, bump_kind, parse_version
-from astrago_deploy.transport import Fetcher, Mirror, redact_url
+from astrago_deploy.transport import Fetcher, redact_url
 from astrago_deploy.tree_digest import tree_digest
 from astrago_deploy.versions_lock import LockedChart, VersionsLock
 
@@ -88,10 +88,13 @@ class OutdatedRow:
 
 
 class ChartVendor:
-    def __init__(self, layout: RepoLayout, fetcher: Fetcher, progress: Progress | None = None) -> None:
+    def __init__(
+        self, layout: RepoLayout, fetcher: Fetcher, progress: Progress | None = None, indexes: IndexCache | None = None
+    ) -> None:
         self.layout = layout
         self.fetcher = fetcher
-        self.indexes = IndexCache(fetcher)
+        # Callers working on two trees in one run pass one cache, so each index is fetched once.
+        self.indexes = indexes or IndexCache(fetcher)
         self.oci = OciClient(fetcher)
         self.progress = progress or Progress()
 
@@ -382,7 +385,7 @@ class ChartVendor:
 def default_vendor(
     layout: RepoLayout, mirror: str | None, progress: Progress | None = None, log: Callable[[str], None] | None = None
 ) -> ChartVendor:
-    fetcher = Fetcher(mirror=Mirror.from_option(mirror))
+    fetcher = Fetcher.for_mirror(mirror)
     if log and fetcher.mirror:
         log(f"reading upstream charts through the mirror {fetcher.mirror.root}")
     return ChartVendor(layout, fetcher, progress)

@@ -19,7 +19,8 @@ from ruamel.yaml.error import YAMLError
 from astrago_deploy.errors import ConfigError
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of a (YAML parser's multi-line) message."""
     return text.strip().splitlines()[0] if text.strip() else text
 
 
@@ -34,7 +35,7 @@ def read_mapping(path: Path, missing_ok: bool = False) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_first_line(str(exc))}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {first_line(str(exc))}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -55,7 +56,7 @@ def load_for_edit(path: Path) -> CommentedMap:
     try:
         doc = round_trip().load(path.read_text())
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_first_line(str(exc))}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {first_line(str(exc))}") from exc
     if not isinstance(doc, CommentedMap):
         raise ConfigError(f"{path}: expected a mapping")
     return doc

@@ -13,7 +13,7 @@ from astrago_deploy import scaffold
 from astrago_deploy.cli import layout_of, say, user_errors, warn
 from astrago_deploy.console import ConsoleProgress
 from astrago_deploy.errors import AstragoError
-from astrago_deploy.transport import Fetcher, Mirror
+from astrago_deploy.transport import Fetcher
 from astrago_deploy.upgrade import UpgradeOptions, Upgrader
 from astrago_deploy.vendor import default_vendor
 
@@ -117,7 +117,7 @@ def upgrade(
 ) -> None:
     """Bump a chart on a new branch chart/NAME-VERSION with an impact report (and a pull request)."""
     layout = layout_of(ctx)
-    fetcher = Fetcher(mirror=Mirror.from_option(mirror))
+    fetcher = Fetcher.for_mirror(mirror)
     options = UpgradeOptions(name, to, not no_pr, Path(json_).resolve() if json_ else None, dry_run)
     result = Upgrader(layout, fetcher, warn).run(options)
     if result is None:
