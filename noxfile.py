@@ -13,9 +13,10 @@ from pathlib import Path
 
 import nox
 
-from astrago_deploy import checks, environments
-from astrago_deploy.errors import AstragoError
-from astrago_deploy.layout import RepoLayout
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.lint import checks
+from astrago_deploy.model import environments
 
 ROOT = Path(__file__).resolve().parent
 PYTHON = sys.executable  # the .venv nox runs from: tools and the package are there

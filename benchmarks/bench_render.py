@@ -11,11 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median, mirror, scratch_project, timed
 
-from astrago_deploy import environments
-from astrago_deploy.render import Renderer, parallelism
-from astrago_deploy.toolchain import PinnedTools
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.vendor import ChartVendor
+from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.model import environments
+from astrago_deploy.render.renderer import Renderer, parallelism
+from astrago_deploy.toolchain.pinned import PinnedTools
 
 
 def main() -> None:

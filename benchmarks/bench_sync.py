@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, median, mirror, scratch_project, timed
 
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.vendor import ChartVendor
+from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core.http import Fetcher, Mirror
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import mirror, scratch_project
 
-from astrago_deploy import environments
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.upgrade import UpgradeOptions, Upgrader
-from astrago_deploy.vendor import ChartVendor
+from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.model import environments
+from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "bench",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy.layout import RepoLayout
+from astrago_deploy.core.layout import RepoLayout
 
 PROJECT = Path(__file__).resolve().parent.parent
 COPIED = (
@@ -85,8 +85,8 @@ def project(tmp_path: Path) -> RepoLayout:
 @pytest.fixture(scope="session")
 def synced_template(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> RepoLayout:
     """A project with every locked chart vendored from the mirror (built once per session)."""
-    from astrago_deploy.transport import Fetcher, Mirror
-    from astrago_deploy.vendor import ChartVendor
+    from astrago_deploy.charts.vendor import ChartVendor
+    from astrago_deploy.core.http import Fetcher, Mirror
 
     layout = make_project(tmp_path_factory.mktemp("synced") / "repo", with_git=False)
     ChartVendor(layout, Fetcher(mirror=Mirror(str(mirror)))).sync()

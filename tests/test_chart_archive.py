@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrago_deploy.chart_archive import ExtractLimits, extract_chart
-from astrago_deploy.errors import ArchiveError
-from astrago_deploy.tree_digest import tree_digest
-from astrago_deploy.versions_lock import VersionsLock
+from astrago_deploy.charts.archive import ExtractLimits, extract_chart
+from astrago_deploy.core.digests import tree_digest
+from astrago_deploy.core.errors import ArchiveError
+from astrago_deploy.model.lock import VersionsLock
 
 from .chart_fixtures import (
     Entry,

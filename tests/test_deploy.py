@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy import deploy
-from astrago_deploy.errors import AstragoError, HelmfileError, InputError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.toolchain import PinnedTools
+from astrago_deploy.core.errors import AstragoError, HelmfileError, InputError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.deploy import deployer as deploy
+from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT
 

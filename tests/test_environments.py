@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy import environments
-from astrago_deploy.errors import InputError
-from astrago_deploy.layout import RepoLayout
+from astrago_deploy.core.errors import InputError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
 
 from .conftest import PROJECT, git, snapshot
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrago_deploy import environments, manifests
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.toolchain import PinnedTools
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.render import manifests
+from astrago_deploy.toolchain.pinned import PinnedTools
 
 TIERS = {"infrastructure", "monitoring", "security", "applications"}
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy import checks, secret_scan
-from astrago_deploy.errors import AstragoError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.override_check import check_overrides
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.lint import checks
+from astrago_deploy.lint import secrets as secret_scan
+from astrago_deploy.lint.overrides import check_overrides
 
 
 def problems(layout: RepoLayout) -> list[str]:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy.errors import AstragoError, FetchError, IntegrityError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.oci import CHART_LAYER, OciChart, OciClient
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.vendor import ChartVendor, OutdatedRow
-from astrago_deploy.versions_lock import LockedChart, VersionsLock
+from astrago_deploy.charts.oci import CHART_LAYER, OciChart, OciClient
+from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow
+from astrago_deploy.core.errors import AstragoError, FetchError, IntegrityError
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model.lock import LockedChart, VersionsLock
 
 from .chart_fixtures import chart_tgz, reference_tree_digest, sha256
 from .conftest import PROJECT, HttpServer, snapshot

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from astrago_deploy import environments, patch_check, patching
-from astrago_deploy.errors import AstragoError, InputError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.manifests import load_documents
-from astrago_deploy.render import Renderer
-from astrago_deploy.toolchain import PinnedTools
+from astrago_deploy.core.errors import AstragoError, InputError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.patches import check as patch_check
+from astrago_deploy.patches import kustomize as patching
+from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.renderer import Renderer
+from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy import environments, render_diff
-from astrago_deploy.errors import AstragoError, InputError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.manifests import load_documents
-from astrago_deploy.render import NORMALIZED, Renderer, normalize, parallelism, split_releases
-from astrago_deploy.toolchain import PinnedTools
+from astrago_deploy.core.errors import AstragoError, InputError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.render import diff as render_diff
+from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.renderer import NORMALIZED, Renderer, normalize, parallelism, split_releases
+from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT, git, snapshot
 
@@ -142,7 +143,7 @@ def test_diff_rejects_an_unknown_ref(synced_project: RepoLayout) -> None:
 
 
 def test_helmfile_errors_show_helms_stderr_once() -> None:
-    from astrago_deploy.errors import HelmfileError
+    from astrago_deploy.core.errors import HelmfileError
 
     stderr = ("in ./helmfile.yaml: command \"helm\" exited with non-zero status:\n\nPATH:\n  helm\n\nARGS:\n  0: helm\n"
               "\nERROR:\n  exit status 1\n\nSTDERR:\n  Error: post-render harbor (dev): no match\n\n"

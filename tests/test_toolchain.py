@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrago_deploy import toolchain
-from astrago_deploy.errors import FetchError, IntegrityError, ToolNotInstalledError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.transport import Fetcher, Mirror
+from astrago_deploy.core.errors import FetchError, IntegrityError, ToolNotInstalledError
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.toolchain import pinned as toolchain
 
 from .conftest import PROJECT
 

@@ -29,14 +29,14 @@ from typing import Any
 import pytest
 import yaml
 
-from astrago_deploy import environments
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.repo_index import bump_kind
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.upgrade import UpgradeOptions, Upgrader, resolve_target
-from astrago_deploy.upgrade_report import GITHUB_BODY_LIMIT, AffectedOverride
-from astrago_deploy.vendor import ChartVendor
-from astrago_deploy.versions_lock import VersionsLock
+from astrago_deploy.charts.index import bump_kind
+from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.model.lock import VersionsLock
+from astrago_deploy.upgrade.report import GITHUB_BODY_LIMIT, AffectedOverride
+from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader, resolve_target
 
 from .chart_fixtures import CONFIGMAP, Entry, RepoChart, chart_yaml, reference_tree_digest, tar_bytes, write_repo
 from .conftest import GIT_ENV, PROJECT, HttpServer, git, snapshot
@@ -877,7 +877,7 @@ def test_a_dry_run_writes_the_report_under_the_cache_and_commits_nothing(
 
 
 def test_mirror_list_names_upstream_images_not_site_registry_copies() -> None:
-    from astrago_deploy.upgrade_report import UpgradeReport, ValuesDiff
+    from astrago_deploy.upgrade.report import UpgradeReport, ValuesDiff
 
     def diff(prefix: str) -> dict[str, object]:
         return {"added": [f"{prefix}nvidia/new:1"], "removed": [],

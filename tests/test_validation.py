@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from astrago_deploy import environments, validation
-from astrago_deploy.errors import AstragoError, ConfigError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.manifests import load_documents
-from astrago_deploy.render import NORMALIZED, Renderer, dump_documents
-from astrago_deploy.toolchain import PinnedTools
-from astrago_deploy.validation import Finding, validate_documents
+from astrago_deploy.core.errors import AstragoError, ConfigError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.renderer import NORMALIZED, Renderer, dump_documents
+from astrago_deploy.toolchain.pinned import PinnedTools
+from astrago_deploy.validate import validation
+from astrago_deploy.validate.validation import Finding, validate_documents
 
 from .conftest import make_project
 

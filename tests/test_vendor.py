@@ -23,13 +23,13 @@ import filelock
 import pytest
 import yaml
 
-from astrago_deploy import scaffold
-from astrago_deploy import vendor as vendor_module
-from astrago_deploy.errors import AstragoError, FetchError, InputError
-from astrago_deploy.layout import RepoLayout
-from astrago_deploy.transport import Fetcher, Mirror
-from astrago_deploy.vendor import ChartVendor, OutdatedRow, Problem, Progress, SyncResult
-from astrago_deploy.versions_lock import LockedChart, VersionsLock
+from astrago_deploy.charts import scaffold
+from astrago_deploy.charts import vendor as vendor_module
+from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, Problem, Progress, SyncResult
+from astrago_deploy.core.errors import AstragoError, FetchError, InputError
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model.lock import LockedChart, VersionsLock
 
 from .chart_fixtures import (
     RepoChart,
@@ -860,8 +860,8 @@ def test_a_run_in_another_process_is_kept_out(synced_project: RepoLayout, mirror
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         # LOCK_WAIT_SECONDS is 120 in production: run the sync in a process with a short wait.
         code = (
-            "import sys; from astrago_deploy import vendor; vendor.LOCK_WAIT_SECONDS = 0.2\n"
-            "from astrago_deploy.layout import RepoLayout\n"
+            "import sys; from astrago_deploy.charts import vendor; vendor.LOCK_WAIT_SECONDS = 0.2\n"
+            "from astrago_deploy.core.layout import RepoLayout\n"
             f"v = vendor.default_vendor(RepoLayout.at({str(synced_project.root)!r}), {str(mirror)!r})\n"
             "try:\n    v.sync()\nexcept Exception as exc:\n    print(exc); sys.exit(1)\n"
         )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from astrago_deploy.errors import ConfigError
-from astrago_deploy.versions_lock import LockedChart, VersionsLock, as_dict
+from astrago_deploy.core.errors import ConfigError
+from astrago_deploy.model.lock import LockedChart, VersionsLock, as_dict
 
 from .conftest import PROJECT
 

@@ -19,8 +19,8 @@ from typing import Any, ParamSpec, TypeVar
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from astrago_deploy.errors import AstragoError
-from astrago_deploy.layout import RepoLayout
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.layout import RepoLayout
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,13 +9,13 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import scaffold
+from astrago_deploy.charts import scaffold
+from astrago_deploy.charts.vendor import default_vendor
 from astrago_deploy.cli import layout_of, say, user_errors, warn
-from astrago_deploy.console import ConsoleProgress
-from astrago_deploy.errors import AstragoError
-from astrago_deploy.transport import Fetcher
-from astrago_deploy.upgrade import UpgradeOptions, Upgrader
-from astrago_deploy.vendor import default_vendor
+from astrago_deploy.core.console import ConsoleProgress
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.http import Fetcher
+from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader
 
 MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for every upstream (or CHARTS_MIRROR)"
 

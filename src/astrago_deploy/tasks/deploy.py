@@ -5,9 +5,9 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import deploy as deploying
 from astrago_deploy.cli import layout_of, say, user_errors
-from astrago_deploy.errors import InputError
+from astrago_deploy.core.errors import InputError
+from astrago_deploy.deploy import deployer as deploying
 
 SELECT_HELP = {
     "env": "Environment to act on (its cluster.kubeContext must be the current context)",

@@ -6,8 +6,8 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import environments
 from astrago_deploy.cli import layout_of, say, user_errors
+from astrago_deploy.model import environments
 
 
 @task(name="list")

@@ -6,9 +6,10 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import patch_check, patching
 from astrago_deploy.cli import layout_of, say, user_errors
-from astrago_deploy.errors import AstragoError
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.patches import check as patch_check
+from astrago_deploy.patches import kustomize as patching
 
 
 @task(

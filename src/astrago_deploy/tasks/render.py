@@ -8,10 +8,11 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import render as rendering
-from astrago_deploy import render_diff, validation
 from astrago_deploy.cli import layout_of, say, user_errors, warn
-from astrago_deploy.errors import AstragoError
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.render import diff as render_diff
+from astrago_deploy.render import renderer as rendering
+from astrago_deploy.validate import validation
 
 
 @task(

@@ -6,9 +6,9 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy import toolchain
 from astrago_deploy.cli import layout_of, say, user_errors, warn
-from astrago_deploy.errors import ToolNotInstalledError
+from astrago_deploy.core.errors import ToolNotInstalledError
+from astrago_deploy.toolchain import pinned as toolchain
 
 
 @task(

@@ -1,0 +1,2 @@
+"""Upstream charts: vendoring under the lock, archives, repository indexes, OCI charts, and
+scaffolding a new chart's release."""

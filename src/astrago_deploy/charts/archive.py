@@ -1,0 +1,138 @@
+"""Safe extraction of chart archives (`.tgz`).
+
+An archive from the network is untrusted: entries with absolute paths or `..`, links that
+leave the chart, hard links, device files and FIFOs are refused, as are archives with absurd
+sizes or file counts and any that do not sit in one top-level folder. Modes are normalized
+(0755 for executables and folders, 0644 otherwise) so the extracted tree, and its content
+digest, are the same on every machine whatever the umask.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from astrago_deploy.core.errors import ArchiveError
+
+MAX_MEMBERS = 10_000
+MAX_TOTAL_BYTES = 256 * 1024 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    members: int = MAX_MEMBERS
+    total_bytes: int = MAX_TOTAL_BYTES
+    file_bytes: int = MAX_FILE_BYTES
+
+
+def _check_name(name: str, label: str) -> list[str]:
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise ArchiveError(f"{label}: refused entry {name!r} (absolute or malformed path)")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"{label}: refused entry {name!r} ('..' in path)")
+    if not parts:
+        raise ArchiveError(f"{label}: refused entry {name!r} (empty path)")
+    return parts
+
+
+def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits = ExtractLimits()) -> str:
+    """Extract the archive's single top-level folder into `dest`; returns that folder's name.
+
+    `dest` must be an empty, fresh directory (a staging folder): on error the caller throws it
+    away, so nothing half-extracted is ever in place.
+    """
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")  # noqa: SIM115 - closed by `with archive`
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArchiveError(f"{label}: not a readable chart archive ({exc})") from exc
+    top: str | None = None
+    count = 0
+    total = 0
+    links: list[tuple[list[str], str]] = []
+    with archive:
+        try:
+            for member in archive:
+                count += 1
+                if count > limits.members:
+                    raise ArchiveError(f"{label}: more than {limits.members} entries, refused")
+                if member.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+                    continue
+                parts = _check_name(member.name, label)
+                if top is None:
+                    top = parts[0]
+                elif parts[0] != top:
+                    raise ArchiveError(f"{label}: entries in more than one top-level folder ({top!r}, {parts[0]!r})")
+                inner = parts[1:]
+                target = dest.joinpath(*inner) if inner else dest
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    target.chmod(0o755)
+                elif member.isreg():
+                    if not inner:
+                        raise ArchiveError(f"{label}: refused entry {member.name!r} (file at top level)")
+                    if member.size > limits.file_bytes:
+                        raise ArchiveError(f"{label}: {member.name} is {member.size} bytes, refused")
+                    total += member.size
+                    if total > limits.total_bytes:
+                        raise ArchiveError(f"{label}: more than {limits.total_bytes} bytes unpacked, refused")
+                    handle = archive.extractfile(member)
+                    if handle is None:
+                        raise ArchiveError(f"{label}: cannot read {member.name}")
+                    data = handle.read()
+                    if len(data) != member.size:
+                        raise ArchiveError(f"{label}: {member.name} is truncated")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if target.exists() or target.is_symlink():
+                        raise ArchiveError(f"{label}: duplicate entry {member.name}")
+                    target.write_bytes(data)
+                    target.chmod(0o755 if member.mode & 0o111 else 0o644)
+                elif member.issym():
+                    if not inner:
+                        raise ArchiveError(f"{label}: refused link {member.name!r} at top level")
+                    links.append((inner, member.linkname))
+                elif member.islnk():
+                    raise ArchiveError(f"{label}: refused hard link {member.name} -> {member.linkname}")
+                else:
+                    raise ArchiveError(f"{label}: refused special file {member.name} (device, FIFO or socket)")
+        except (tarfile.TarError, EOFError, OSError, Exception) as exc:
+            if isinstance(exc, ArchiveError):
+                raise
+            raise ArchiveError(f"{label}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from exc
+    if top is None:
+        raise ArchiveError(f"{label}: the archive is empty")
+    for inner, linkname in links:
+        _make_link(dest, inner, linkname, label)
+    # Each target was checked on its own; a chain of links (`a -> b/..` with `b -> ..`) can
+    # still lead out, so check where every link really resolves once all of them exist.
+    root = os.path.realpath(dest)
+    for inner, linkname in links:
+        resolved = os.path.realpath(dest.joinpath(*inner))
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (points outside the chart)")
+    # Folders made implicitly (archives rarely list them) got the umask's mode: normalize them too.
+    for folder, _dirs, _files in os.walk(dest):
+        Path(folder).chmod(0o755)
+    return top
+
+
+def _make_link(dest: Path, inner: list[str], linkname: str, label: str) -> None:
+    if linkname.startswith("/") or "\x00" in linkname:
+        raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (absolute target)")
+    resolved = posixpath.normpath(posixpath.join(*inner[:-1], linkname) if len(inner) > 1 else linkname)
+    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+        raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (points outside the chart)")
+    # Never create a folder or a link through another link: that could write outside `dest`.
+    for depth in range(1, len(inner)):
+        if dest.joinpath(*inner[:depth]).is_symlink():
+            raise ArchiveError(f"{label}: refused link {'/'.join(inner)} (inside the link {'/'.join(inner[:depth])})")
+    target = dest.joinpath(*inner)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        raise ArchiveError(f"{label}: duplicate entry {'/'.join(inner)}")
+    os.symlink(linkname, target)

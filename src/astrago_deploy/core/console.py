@@ -1,0 +1,49 @@
+"""Progress display for long runs: a rich progress bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from astrago_deploy.charts.vendor import Progress as ProgressEvents
+
+
+class ConsoleProgress(ProgressEvents):
+    def __init__(self) -> None:
+        self._console = Console(stderr=True)
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._lock = threading.Lock()
+        self._started = 0.0
+
+    def begin(self, total: int, title: str) -> None:
+        self._started = time.monotonic()
+        if total and self._console.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(title, total=total)
+
+    def step(self, name: str, message: str) -> None:
+        with self._lock:
+            if self._bar is not None and self._task is not None:
+                self._bar.update(
+                    self._task, description=f"{name}: {message}", advance=1 if message == "verified" else 0
+                )
+            else:
+                print(f"  {name}: {message} ({time.monotonic() - self._started:.1f}s)", file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,1 @@
+"""Deploying an environment with helmfile behind charts.verify and a kube-context check."""

@@ -1,0 +1,266 @@
+"""The override check: every value key we set must exist in what it configures.
+
+In Helm a misspelt key or a wrong nesting level silently does nothing (the Astrago
+deployment once lost all its gpu-operator settings by wrapping them under `gpu-operator:`
+for a release whose chart *is* gpu-operator). This check reads every
+`environments/<layer>/releases/<release>.yaml` and compares each key path with the chart's
+defaults (`values.yaml`, subchart defaults, `values.schema.json`); and every layer's
+`values.yaml` with the environment settings declared in `environments/base/values.yaml`.
+Problems name the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model.lock import VersionsLock
+from astrago_deploy.model.releases import ReleaseRef, declared_releases
+
+ANY = object()  # a subtree whose keys are free-form
+
+
+@dataclass(frozen=True)
+class OverrideProblem:
+    file: Path
+    line: int
+    key: str
+    message: str
+
+    def render(self, root: Path) -> str:
+        rel = self.file.relative_to(root) if self.file.is_relative_to(root) else self.file
+        return f"{rel}:{self.line}: {self.key}: {self.message}"
+
+
+@dataclass
+class ChartValues:
+    """What a chart accepts: its defaults (with subcharts) and its JSON schema, if any."""
+
+    name: str
+    defaults: dict[str, Any]
+    schema: dict[str, Any] | None
+    subcharts: dict[str, ChartValues]
+
+    @classmethod
+    def load(cls, chart_dir: Path) -> ChartValues:
+        meta = _safe_yaml(chart_dir / "Chart.yaml") or {}
+        defaults = _safe_yaml(chart_dir / "values.yaml") or {}
+        schema_file = chart_dir / "values.schema.json"
+        schema = json.loads(schema_file.read_text()) if schema_file.is_file() else None
+        subcharts = {}
+        for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
+            loaded = cls.load(sub.parent)
+            subcharts[loaded.name] = loaded
+        for dep in meta.get("dependencies") or []:
+            alias = dep.get("alias")
+            if alias and dep.get("name") in subcharts:
+                subcharts[alias] = subcharts[dep["name"]]
+        return cls(
+            str(meta.get("name", chart_dir.name)), defaults if isinstance(defaults, dict) else {}, schema, subcharts
+        )
+
+
+def _safe_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[str, Any] | None]:
+    """(is the key allowed by the schema, the child schema) for an object schema."""
+    if not isinstance(schema, dict):
+        return False, None
+    props = schema.get("properties") or {}
+    if key in props:
+        return True, props[key] if isinstance(props[key], dict) else None
+    for pattern, child in (schema.get("patternProperties") or {}).items():
+        if re.search(pattern, key):
+            return True, child if isinstance(child, dict) else None
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, dict):
+        return True, additional
+    if additional is True or (additional is None and not props and schema.get("type") in (None, "object")):
+        return True, None
+    return False, None
+
+
+class _Unreadable(Exception):
+    def __init__(self, problem: OverrideProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _load_with_lines(path: Path) -> CommentedMap | None:
+    """Round-trip load (line numbers); invalid YAML and duplicate keys are problems too."""
+    try:
+        doc = YAML(typ="rt").load(path.read_text())
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = int(mark.line) + 1 if mark is not None else 1
+        reason = str(getattr(exc, "problem", "") or "invalid YAML").split("\n")[0]
+        raise _Unreadable(OverrideProblem(path, line, "-", f"not valid YAML: {reason}")) from exc
+    return doc if isinstance(doc, CommentedMap) else None
+
+
+def _line(node: CommentedMap, key: Any) -> int:
+    try:
+        return int(node.lc.key(key)[0]) + 1
+    except (KeyError, TypeError, AttributeError):
+        return int(node.lc.line) + 1
+
+
+def check_chart_overrides(path: Path, release: ReleaseRef, chart: ChartValues) -> list[OverrideProblem]:
+    doc = _load_with_lines(path)
+    if doc is None:
+        return []
+    problems: list[OverrideProblem] = []
+
+    def walk(node: CommentedMap, defaults: Any, schema: dict[str, Any] | None, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            line = _line(node, key)
+            if not prefix and key == "global":
+                continue
+            if not prefix and key in chart.subcharts:
+                sub = chart.subcharts[key]
+                if isinstance(value, CommentedMap):
+                    walk(value, sub.defaults, sub.schema, f"{dotted}.")
+                continue
+            known = isinstance(defaults, dict) and key in defaults
+            allowed_by_schema, child_schema = _schema_child(schema, str(key))
+            if not known and not allowed_by_schema:
+                hint = ""
+                if not prefix and key in (release.name, chart.name):
+                    hint = (
+                        f"; values of release {release.name} are already at chart {chart.name}'s top level: "
+                        f"remove the '{key}:' wrapper"
+                    )
+                problems.append(
+                    OverrideProblem(
+                        path, line, dotted, f"not a value of chart {chart.name} (release {release.name}){hint}"
+                    )
+                )
+                continue
+            default = defaults.get(key) if isinstance(defaults, dict) else None
+            if isinstance(value, CommentedMap):
+                if known and default is not None and not isinstance(default, dict):
+                    problems.append(
+                        OverrideProblem(
+                            path,
+                            line,
+                            dotted,
+                            f"chart {chart.name} has a {type(default).__name__} here, not a mapping (wrong nesting?)",
+                        )
+                    )
+                    continue
+                # An empty default mapping ({}), a null default or a schema-only key is free-form
+                # unless the schema says more.
+                free_form = (not known or default is None or default == {}) and child_schema is None
+                if not free_form:
+                    walk(value, default if isinstance(default, dict) else {}, child_schema, f"{dotted}.")
+
+    walk(doc, chart.defaults, chart.schema, "")
+    return problems
+
+
+def _settings_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out[f"{prefix}{key}"] = value
+            if isinstance(value, dict):
+                out.update(_settings_keys(value, f"{prefix}{key}."))
+    return out
+
+
+def check_settings(path: Path, base: dict[str, Any], release_names: set[str], root: Path) -> list[OverrideProblem]:
+    """A layer's values.yaml may only set settings that environments/base/values.yaml declares."""
+    doc = _load_with_lines(path)
+    if doc is None:
+        return []
+    declared = _settings_keys(base)
+    problems: list[OverrideProblem] = []
+
+    def walk(node: CommentedMap, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            line = _line(node, key)
+            if prefix == "releases." and key not in release_names:
+                problems.append(OverrideProblem(path, line, dotted, f"there is no release {key!r}"))
+                continue
+            if dotted not in declared and not (prefix == "releases." and key in release_names):
+                if prefix.startswith("releases."):
+                    if str(key) != "enabled":
+                        problems.append(OverrideProblem(path, line, dotted, "release toggles take only 'enabled'"))
+                    continue
+                hint = ""
+                if not prefix and key in release_names:
+                    target = (path.parent / "releases" / f"{key}.yaml").relative_to(root)
+                    hint = f"; chart values of release {key} go in {target}"
+                problems.append(
+                    OverrideProblem(
+                        path,
+                        line,
+                        dotted,
+                        f"not an environment setting (declared in environments/base/values.yaml){hint}",
+                    )
+                )
+                continue
+            if isinstance(value, CommentedMap):
+                base_value = declared.get(dotted)
+                if base_value is not None and not isinstance(base_value, dict):
+                    problems.append(OverrideProblem(path, line, dotted, "a mapping where the base declares a value"))
+                    continue
+                if base_value == {}:
+                    continue
+                walk(value, f"{dotted}.")
+
+    walk(doc, "")
+    return problems
+
+
+def check_overrides(layout: RepoLayout) -> list[OverrideProblem]:
+    releases = {r.name: r for r in declared_releases(layout)}
+    lock = VersionsLock.load(layout.lock_file)
+    charts: dict[str, ChartValues | None] = {}
+    problems: list[OverrideProblem] = []
+    base_file = layout.environments_dir / "base" / "values.yaml"
+    base = _safe_yaml(base_file) or {}
+    layers = [layout.environments_dir / name for name in ("base", "dev", "stage", "prod")]
+    if layout.customers_dir.is_dir():
+        layers += sorted(p for p in layout.customers_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for layer in layers:
+        settings = layer / "values.yaml"
+        try:
+            if settings.is_file() and settings != base_file:
+                problems += check_settings(settings, base, set(releases), layout.root)
+        except _Unreadable as exc:
+            problems.append(exc.problem)
+        for path in sorted((layer / "releases").glob("*.y*ml")):
+            name = path.name.rsplit(".", 1)[0]
+            release = releases.get(name)
+            if release is None:
+                problems.append(OverrideProblem(path, 1, name, f"there is no release {name!r}; this file does nothing"))
+                continue
+            if name not in charts:
+                chart_dir = release.chart_dir(layout, lock)
+                charts[name] = ChartValues.load(chart_dir) if chart_dir and chart_dir.is_dir() else None
+            chart = charts[name]
+            if chart is None:
+                problems.append(OverrideProblem(path, 1, name, "its chart is not vendored: run `inv charts.sync`"))
+                continue
+            try:
+                problems += check_chart_overrides(path, release, chart)
+            except _Unreadable as exc:
+                problems.append(exc.problem)
+    return problems

@@ -1,0 +1,1 @@
+"""What the repository declares: environments and their value layers, releases, and the chart lock."""

@@ -1,0 +1,150 @@
+"""`charts/versions.lock`: the one place where upstream chart versions live.
+
+Read with a round-trip YAML loader and written back surgically: comments, key order and
+quoting survive, and an edit touches only the lines it must. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core.errors import ConfigError
+
+FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+_SHA = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class LockedChart:
+    name: str
+    repository: str
+    version: str
+    url: str = ""
+    digest: str = ""  # sha256:<hex> of the chart archive
+    manifest: str = ""  # sha256:<hex> of the OCI manifest (oci:// repositories only)
+    tree: str = ""  # sha256:<hex> content digest of the extracted tree
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    @property
+    def complete(self) -> bool:
+        pinned = bool(self.manifest) if self.is_oci else bool(self.url)
+        return pinned and bool(self.digest) and bool(self.tree)
+
+
+class VersionsLock:
+    """The parsed lock; edits keep the original document's comments and layout."""
+
+    def __init__(self, path: Path, document: CommentedMap) -> None:
+        self.path = path
+        self._doc = document
+
+    @classmethod
+    def load(cls, path: Path) -> VersionsLock:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            doc = CommentedMap()
+            doc["charts"] = CommentedMap()
+            return cls(path, doc)
+        try:
+            doc = yaml_files.round_trip().load(text)
+        except YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if doc is None:
+            doc = CommentedMap()
+        if not isinstance(doc, CommentedMap) or not isinstance(doc.get("charts"), (dict, type(None))):
+            raise ConfigError(f"{path}: expected a mapping with a 'charts:' mapping")
+        if doc.get("charts") is None:
+            doc["charts"] = CommentedMap()
+        lock = cls(path, doc)
+        lock.charts()  # validate every entry now, with file context
+        return lock
+
+    @property
+    def _charts(self) -> CommentedMap:
+        charts: CommentedMap = self._doc["charts"]
+        return charts
+
+    def names(self) -> list[str]:
+        return [str(name) for name in self._charts]
+
+    def charts(self) -> list[LockedChart]:
+        return [self.get(name) for name in self.names()]
+
+    def has(self, name: str) -> bool:
+        return name in self._charts
+
+    def get(self, name: str) -> LockedChart:
+        entry = self._charts.get(name)
+        if entry is None:
+            raise ConfigError(f"chart {name!r} is not in {self.path}")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{self.path}: charts.{name} must be a mapping")
+        unknown = sorted(set(map(str, entry)) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"{self.path}: charts.{name} has unknown keys: {', '.join(unknown)}")
+        values = {key: str(entry.get(key) or "") for key in FIELDS}
+        if not _NAME.match(name):
+            raise ConfigError(f"{self.path}: chart name {name!r} is not a valid chart name")
+        for key in ("repository", "version"):
+            if not values[key]:
+                raise ConfigError(f"{self.path}: charts.{name}.{key} is missing")
+        for key in ("digest", "manifest", "tree"):
+            if values[key] and not _SHA.match(values[key]):
+                raise ConfigError(f"{self.path}: charts.{name}.{key} must look like sha256:<64 hex digits>")
+        if not re.match(r"^(https?|oci|file)://", values["repository"]):
+            raise ConfigError(f"{self.path}: charts.{name}.repository must be an http(s):// or oci:// URL")
+        return LockedChart(name=name, **values)
+
+    def set(self, chart: LockedChart) -> None:
+        """Add or update an entry; only changed fields are rewritten, new charts go last."""
+        entry = self._charts.get(chart.name)
+        if entry is None:
+            entry = CommentedMap()
+            self._charts[chart.name] = entry
+        last_before = list(entry)[-1] if entry else None
+        trailing = entry.ca.items.pop(last_before, None) if last_before is not None else None
+        for key in FIELDS:
+            value = getattr(chart, key)
+            if value:
+                if entry.get(key) != value:
+                    entry[key] = value
+            elif key in entry:
+                del entry[key]
+        # A comment after an entry's last line belongs to what follows (the next chart's
+        # comment block): keep it after the entry's new last line.
+        if trailing is not None and entry:
+            entry.ca.items[list(entry)[-1]] = trailing
+
+    def render(self) -> str:
+        return yaml_files.dump(self._doc)
+
+    def save(self) -> bool:
+        """Write atomically if the text changed; returns whether it did."""
+        text = self.render()
+        try:
+            if self.path.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
+        atomic.write_text(self.path, text)
+        return True
+
+
+def as_dict(chart: LockedChart) -> dict[str, Any]:
+    return {key: getattr(chart, key) for key in ("name", *FIELDS) if getattr(chart, key)}

@@ -1,0 +1,1 @@
+"""Kustomize patches: the post-renderer that applies them, and checking each one against fresh renders."""

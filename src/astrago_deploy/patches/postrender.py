@@ -1,0 +1,55 @@
+"""The Helm post-renderer every release goes through (see scripts/post-render).
+
+Reads a release's rendered manifests on stdin, applies its Kustomize patches
+(patches/<release>/ and patches/<release>/<env>/, see `patching`), and writes the result to
+stdout preceded by a marker comment naming the release and environment, so one
+`helmfile template` stream can be split per release. The same program runs for
+`helmfile template` (inv render) and `helmfile apply` (inv deploy): what is reviewed is what is
+deployed. `ASTRAGO_PATCHES=off` skips the patches (patches.check uses it to see what they
+patch).
+
+Helm 4 no longer runs an arbitrary executable as `--post-renderer`: there this program must be
+wrapped as a `postrenderer/v1` plugin found through HELM_PLUGINS (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from astrago_deploy.patches import kustomize as patching
+
+RELEASE_MARKER = "# astrago.io/release: "
+
+
+def marker(release: str, env: str) -> str:
+    return f"{RELEASE_MARKER}{release} env={env}\n"
+
+
+def post_render(root: Path, release: str, env: str, manifests: str) -> str:
+    if os.environ.get("ASTRAGO_PATCHES", "on") != "off":
+        tools_bin = Path(os.environ.get("ASTRAGO_TOOLS_BIN") or root / ".tools" / "bin")
+        kustomizer = patching.Kustomizer(tools_bin / "kubectl", dict(os.environ))
+        manifests = patching.apply(root / "patches", release, env, manifests, kustomizer)
+    return marker(release, env) + manifests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="post-render", description=__doc__)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--release", required=True)
+    parser.add_argument("--env", required=True)
+    args = parser.parse_args(argv)
+    manifests = sys.stdin.read()
+    try:
+        sys.stdout.write(post_render(args.root, args.release, args.env, manifests))
+    except Exception as exc:  # helm shows our stderr; keep it short and say where
+        print(f"post-render {args.release} ({args.env}): {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

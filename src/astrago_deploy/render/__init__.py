@@ -1,0 +1,1 @@
+"""Rendering environments offline, reading rendered manifests, and diffs between renders."""

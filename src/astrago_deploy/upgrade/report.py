@@ -1,0 +1,597 @@
+"""What a chart bump changes: the analysis and the report reviewers read.
+
+Compares the old and new vendored chart trees (value defaults, CRDs), the renders of every
+environment before and after (images, resources, rendered diffs), our overrides, the
+patches' status and the upstream changelog, and writes one report as Markdown (the pull
+request body, kept under GitHub's size limit) and JSON (the same content).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from astrago_deploy.charts.index import ChartVersion, bump_kind, parse_version, version_key
+from astrago_deploy.render.diff import EnvironmentDiff
+from astrago_deploy.render.manifests import images, load_documents
+
+GITHUB_BODY_LIMIT = 65_536
+BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
+_MISSING = object()
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def chart_defaults(chart_dir: Path) -> dict[str, Any]:
+    """The chart's default values, with each subchart's defaults under its name."""
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text()) if (chart_dir / "values.yaml").is_file() else {}
+    values = values if isinstance(values, dict) else {}
+    for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
+        name = str((yaml.safe_load(sub.read_text()) or {}).get("name", sub.parent.name))
+        sub_values = chart_defaults(sub.parent)
+        merged = dict(sub_values)
+        if isinstance(values.get(name), dict):
+            merged.update(values[name])
+        values = {**values, name: merged}
+    return values
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf key paths (`a.b.c`) to values; empty mappings count as leaves."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node} if prefix else {}
+
+
+@dataclass
+class ValuesDiff:
+    added: dict[str, Any] = field(default_factory=dict)
+    removed: dict[str, Any] = field(default_factory=dict)
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": {k: {"old": a, "new": b} for k, (a, b) in self.changed.items()},
+        }
+
+
+def diff_values(old: dict[str, Any], new: dict[str, Any]) -> ValuesDiff:
+    a, b = flatten(old), flatten(new)
+    result = ValuesDiff()
+    for key in sorted(set(a) | set(b)):
+        if key not in a:
+            # A leaf that replaced an empty mapping or a scalar parent is still "added".
+            result.added[key] = b[key]
+        elif key not in b:
+            result.removed[key] = a[key]
+        elif a[key] != b[key]:
+            result.changed[key] = (a[key], b[key])
+    return result
+
+
+@dataclass(frozen=True)
+class AffectedOverride:
+    file: str
+    key: str
+    change: str  # removed | changed
+    detail: str
+
+
+def _touches(key: str, paths: dict[str, Any]) -> str | None:
+    """The changed/removed default path our key sets, or lies under, or lies above."""
+    for path in paths:
+        if key == path or path.startswith(key + ".") or key.startswith(path + "."):
+            return path
+    return None
+
+
+def affected_overrides(overrides: dict[str, dict[str, Any]], diff: ValuesDiff) -> list[AffectedOverride]:
+    """Which of our override files set keys whose defaults were removed or changed."""
+    found = []
+    for file, values in sorted(overrides.items()):
+        for key in sorted(flatten(values)):
+            if (path := _touches(key, diff.removed)) is not None:
+                found.append(AffectedOverride(file, key, "removed", f"default {path} no longer exists"))
+            elif (path := _touches(key, diff.changed)) is not None:
+                old, new = diff.changed[path]
+                found.append(AffectedOverride(file, key, "changed", f"default {path}: {_short(old)} -> {_short(new)}"))
+    return found
+
+
+def load_override(path: Path) -> dict[str, Any]:
+    """Values a file sets; `.gotmpl` files are read with template expressions blanked out."""
+    text = path.read_text()
+    if path.suffix == ".gotmpl":
+        lines = [line for line in text.splitlines() if not re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line)]
+        text = re.sub(r"\{\{.*?\}\}", "TEMPLATED", "\n".join(lines))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- CRDs --------------------------------------------------------------------------------
+
+
+def crds_of_tree(chart_dir: Path) -> dict[str, dict[str, Any]]:
+    """CustomResourceDefinitions shipped in `crds/` folders (chart and subcharts), by name."""
+    found = {}
+    for path in sorted(chart_dir.rglob("crds/**/*.y*ml")):
+        try:
+            docs = load_documents(path.read_text())
+        except yaml.YAMLError:
+            continue
+        for doc in docs:
+            if doc.get("kind") == "CustomResourceDefinition":
+                found[str(doc["metadata"]["name"])] = doc | {"_source": "crds/"}
+    return found
+
+
+def crds_of_render(folder: Path, release: str) -> dict[str, dict[str, Any]]:
+    path = folder / f"{release}.yaml"
+    if not path.is_file():
+        return {}
+    return {
+        str(d["metadata"]["name"]): d | {"_source": "templates"}
+        for d in load_documents(path.read_text())
+        if d.get("kind") == "CustomResourceDefinition"
+    }
+
+
+def _schema_fields(schema: Any, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if not isinstance(schema, dict):
+        return out
+    for name, child in (schema.get("properties") or {}).items():
+        out.add(f"{prefix}{name}")
+        out |= _schema_fields(child, f"{prefix}{name}.")
+    if isinstance(schema.get("items"), dict):
+        out |= _schema_fields(schema["items"], f"{prefix}[].")
+    return out
+
+
+def _versions(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(v.get("name")): v for v in (crd.get("spec") or {}).get("versions") or []}
+
+
+def diff_crds(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "added": sorted(set(new) - set(old)),
+        "removed": sorted(set(old) - set(new)),
+        "changed": {},
+    }
+    for name in sorted(set(old) & set(new)):
+        a, b = _versions(old[name]), _versions(new[name])
+        change: dict[str, Any] = {}
+        served = (
+            sorted(k for k, v in a.items() if v.get("served")),
+            sorted(k for k, v in b.items() if v.get("served")),
+        )
+        storage = ([k for k, v in a.items() if v.get("storage")], [k for k, v in b.items() if v.get("storage")])
+        if served[0] != served[1]:
+            change["served"] = {"old": served[0], "new": served[1]}
+        if storage[0] != storage[1]:
+            change["storage"] = {"old": storage[0], "new": storage[1]}
+        for version in sorted(set(a) & set(b)):
+            fa = _schema_fields((a[version].get("schema") or {}).get("openAPIV3Schema"))
+            fb = _schema_fields((b[version].get("schema") or {}).get("openAPIV3Schema"))
+            if fa != fb:
+                change.setdefault("fields", {})[version] = {"added": sorted(fb - fa), "removed": sorted(fa - fb)}
+        if not change and _strip(old[name]) != _strip(new[name]):
+            change["other"] = "schema details changed (validation, descriptions or printer columns)"
+        if change:
+            change["source"] = new[name].get("_source", "")
+            result["changed"][name] = change
+    return result
+
+
+def _strip(crd: dict[str, Any]) -> Any:
+    return {k: v for k, v in crd.items() if k not in ("_source", "metadata")}
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def images_of_render(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for path in sorted(folder.glob("*.yaml")):
+        for doc in load_documents(path.read_text()):
+            found |= images(doc)
+    return found
+
+
+def _repo_tag(image: str) -> tuple[str, str]:
+    name, _, digest = image.partition("@")
+    head, sep, tag = name.rpartition(":")
+    if sep and "/" not in tag:
+        return head, tag + (f"@{digest}" if digest else "")
+    return name, digest
+
+
+def diff_images(before: set[str], after: set[str]) -> dict[str, Any]:
+    old = {_repo_tag(i)[0]: i for i in before - after}
+    new = {_repo_tag(i)[0]: i for i in after - before}
+    retagged = {repo: {"old": old[repo], "new": new[repo]} for repo in sorted(set(old) & set(new))}
+    return {
+        "added": sorted(new[r] for r in set(new) - set(old)),
+        "removed": sorted(old[r] for r in set(old) - set(new)),
+        "retagged": retagged,
+    }
+
+
+# --- changelog ---------------------------------------------------------------------------
+
+
+def changelog(versions: list[ChartVersion], old: str, new: str) -> list[dict[str, Any]]:
+    """Entries of every version in (old, new], newest first, security fixes first within each."""
+    low, high = parse_version(old), parse_version(new)
+    out = []
+    for entry in versions:
+        v = entry.semver
+        if v is None or low is None or high is None or not (low < v <= high):
+            continue
+        changes = []
+        raw = entry.annotations.get("artifacthub.io/changes", "")
+        if raw:
+            try:
+                parsed = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                parsed = [raw]
+            for item in parsed if isinstance(parsed, list) else [parsed]:
+                if isinstance(item, dict):
+                    changes.append(
+                        {
+                            "kind": str(item.get("kind", "changed")),
+                            "description": str(item.get("description", "")),
+                            "links": [
+                                str(link.get("url", "")) for link in item.get("links") or [] if isinstance(link, dict)
+                            ],
+                        }
+                    )
+                else:
+                    changes.append({"kind": "changed", "description": str(item), "links": []})
+        changes.sort(key=lambda c: (c["kind"] != "security",))
+        out.append(
+            {
+                "version": entry.version,
+                "app_version": entry.app_version,
+                "changes": changes,
+                "links": release_links(entry),
+            }
+        )
+    return sorted(out, key=lambda e: version_key(str(e["version"])), reverse=True)
+
+
+def release_links(entry: ChartVersion) -> list[str]:
+    links = []
+    raw = entry.annotations.get("artifacthub.io/links", "")
+    try:
+        parsed = yaml.safe_load(raw) if raw else []
+    except yaml.YAMLError:
+        parsed = []
+    for item in parsed if isinstance(parsed, list) else []:
+        if isinstance(item, dict) and re.search(r"release|change", str(item.get("name", "")), re.IGNORECASE):
+            links.append(str(item.get("url")))
+    for source in entry.raw.get("sources") or []:
+        if m := re.match(r"https://github\.com/[^/]+/[^/]+?(?:\.git)?/?$", str(source)):
+            links.append(f"{m.group(0).rstrip('/').removesuffix('.git')}/releases/tag/{entry.version}")
+    return links
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+@dataclass
+class UpgradeReport:
+    chart: str
+    release_names: list[str]
+    old: str
+    new: str
+    old_app: str
+    new_app: str
+    values: ValuesDiff
+    overrides: list[AffectedOverride]
+    crds: dict[str, Any]
+    images: dict[str, dict[str, Any]]  # env -> diff
+    resources: dict[str, EnvironmentDiff]
+    patches: list[dict[str, Any]]
+    changelog: list[dict[str, Any]]
+    render_notes: list[str] = field(default_factory=list)
+    # env -> offline.registry, for environments that pull through a site registry
+    offline_registries: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bump(self) -> str:
+        return bump_kind(self.old, self.new)
+
+    @property
+    def app_bump(self) -> str:
+        return bump_kind(self.old_app, self.new_app) if self.old_app and self.new_app else "unknown"
+
+    @property
+    def crd_changed(self) -> bool:
+        return bool(self.crds["added"] or self.crds["removed"] or self.crds["changed"])
+
+    def observed(self) -> list[str]:
+        """Where what the bump does exceeds what its semver kind declares."""
+        flags = []
+        minor_or_less = self.bump in ("patch", "minor", "prerelease", "none")
+        if self.values.removed and minor_or_less:
+            flags.append(f"a {self.bump}-level bump removes {len(self.values.removed)} default value(s)")
+        if self.crd_changed and minor_or_less:
+            flags.append(f"a {self.bump}-level bump changes CRDs")
+        if self.bump == "patch" and self.app_bump in ("major", "minor"):
+            flags.append(f"a patch-level chart bump carries a {self.app_bump} appVersion bump")
+        removed_crds = self.crds["removed"] or [
+            n for n, c in self.crds["changed"].items() if any(f["removed"] for f in c.get("fields", {}).values())
+        ]
+        if removed_crds:
+            flags.append(f"CRD fields or CRDs removed: {', '.join(removed_crds)}")
+        return flags
+
+    @property
+    def risk(self) -> str:
+        failing = [p for p in self.patches if p["status"] != "applied"]
+        if (
+            self.bump == "major"
+            or self.crd_changed
+            or failing
+            or self.render_notes
+            or any(o.change == "removed" for o in self.overrides)
+        ):
+            return "high"
+        if self.bump == "minor" or self.overrides or self.values.removed or self.observed():
+            return "medium"
+        return "low"
+
+    def notable(self) -> list[str]:
+        lines = [
+            f"{self.chart} {self.old} -> {self.new} ({self.bump}; appVersion {self.old_app or '?'} -> "
+            f"{self.new_app or '?'}, {self.app_bump})"
+        ]
+        lines += [f"observed: {flag}" for flag in self.observed()]
+        if self.values.added or self.values.removed or self.values.changed:
+            lines.append(
+                f"values: {len(self.values.added)} added, {len(self.values.removed)} removed, "
+                f"{len(self.values.changed)} changed defaults"
+            )
+        if self.overrides:
+            lines.append(f"{len(self.overrides)} of our overrides touch removed or changed defaults")
+        if self.crd_changed:
+            lines.append(
+                f"CRDs: {len(self.crds['added'])} added, {len(self.crds['removed'])} removed, "
+                f"{len(self.crds['changed'])} changed"
+            )
+        changed_images = self.mirror_list()
+        if changed_images:
+            lines.append(f"images: {len(changed_images)} new or retagged (mirror them for air-gapped sites)")
+        failing = [p for p in self.patches if p["status"] != "applied"]
+        if failing:
+            lines.append(f"patches: {len(failing)} stale or failed")
+        lines += self.render_notes
+        return lines
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "chart": self.chart,
+            "releases": self.release_names,
+            "from": self.old,
+            "to": self.new,
+            "bump": self.bump,
+            "app_version": {"from": self.old_app, "to": self.new_app, "bump": self.app_bump},
+            "risk": self.risk,
+            "observed": self.observed(),
+            "summary": self.notable(),
+            "values": self.values.as_json(),
+            "overrides_affected": [o.__dict__ for o in self.overrides],
+            "crds": self.crds,
+            "images": self.images,
+            "mirror_images": self.mirror_list(),
+            "resources": {
+                env: {
+                    "added": [c.resource for c in d.changes if c.change == "added"],
+                    "removed": [c.resource for c in d.changes if c.change == "removed"],
+                    "changed": [c.resource for c in d.changes if c.change == "changed"],
+                }
+                for env, d in self.resources.items()
+            },
+            "patches": self.patches,
+            "changelog": self.changelog,
+            "render_notes": self.render_notes,
+        }
+
+    def mirror_list(self) -> list[str]:
+        """New images as upstream names them (what a site copies into its registry).
+
+        Environments that pull through `offline.registry` show the rewritten names; they are
+        used only when every environment does.
+        """
+        upstream = [env for env in self.images if env not in self.offline_registries] or list(self.images)
+        return sorted({image for env in upstream for image in _new_images(self.images[env])})
+
+    def full_diff(self) -> str:
+        parts = []
+        for env, diff in self.resources.items():
+            for change in diff.changes:
+                parts.append(f"### {env} {change.change} {change.release}: {change.resource}\n{change.diff}")
+        return "\n".join(parts)
+
+    def markdown(self, full_diff_path: str = "", budget: int = BODY_BUDGET) -> str:
+        head = self._markdown_head()
+        tail = "\n\n---\n_Generated by `inv charts.upgrade`._"
+        if full_diff_path:
+            tail = f"\n\nThe full rendered diff is in `{full_diff_path}`." + tail
+        remaining = budget - len(head) - len(tail) - 200
+        diffs = self._markdown_diffs(max(remaining, 0))
+        return head + diffs + tail
+
+    def _markdown_head(self) -> str:
+        out = [
+            f"# Upgrade {self.chart}: {self.old} -> {self.new}",
+            "",
+            f"**Semver:** {self.bump} (appVersion {self.old_app or '?'} -> {self.new_app or '?'}: {self.app_bump}) "
+            f"· **Risk:** {self.risk} · **Releases:** {', '.join(self.release_names) or '-'}",
+            "",
+            "## Summary",
+            "",
+        ]
+        out += [f"- {line}" for line in self.notable()]
+        observed = self.observed()
+        out += ["", "## Declared vs observed impact", ""]
+        out += [f"- :warning: {flag}" for flag in observed] or [f"- Nothing beyond what a {self.bump} bump declares."]
+        out += ["", "## Values", ""]
+        out += _table(["key", "default"], [[f"`{k}`", _short(v)] for k, v in self.values.added.items()], "Added", 60)
+        out += _table(
+            ["key", "old default"], [[f"`{k}`", _short(v)] for k, v in self.values.removed.items()], "Removed", 60
+        )
+        out += _table(
+            ["key", "old", "new"],
+            [[f"`{k}`", _short(a), _short(b)] for k, (a, b) in self.values.changed.items()],
+            "Changed",
+            60,
+        )
+        if not (self.values.added or self.values.removed or self.values.changed):
+            out.append("No default value changed.")
+        out += ["", "### Our overrides affected", ""]
+        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides] or [
+            "None of our environment or customer overrides touch a removed or changed default."
+        ]
+        out += ["", "## CRDs", ""]
+        if self.crd_changed:
+            out += [f"- added: `{n}`" for n in self.crds["added"]]
+            out += [f"- removed: `{n}`" for n in self.crds["removed"]]
+            for name, change in self.crds["changed"].items():
+                out.append(f"- changed: `{name}` ({change.get('source', '')})")
+                if "served" in change:
+                    out.append(f"  - served versions {change['served']['old']} -> {change['served']['new']}")
+                if "storage" in change:
+                    out.append(f"  - storage version {change['storage']['old']} -> {change['storage']['new']}")
+                for version, fields in change.get("fields", {}).items():
+                    if fields["added"]:
+                        out.append(f"  - {version}: fields added: {_short(', '.join(fields['added']), 400)}")
+                    if fields["removed"]:
+                        out.append(f"  - {version}: fields removed: {_short(', '.join(fields['removed']), 400)}")
+                if "other" in change:
+                    out.append(f"  - {change['other']}")
+            out += [
+                "",
+                "> Helm installs `crds/` on first install only and never upgrades them: apply the new CRDs by "
+                "hand before deploying, e.g. "
+                f"`kubectl apply --server-side -f charts/external/{self.chart}-{self.new}/crds/`"
+                " (and each subchart's `crds/`).",
+            ]
+        else:
+            out.append("No CRD changed.")
+        out += ["", "## Images", ""]
+        for env, image_diff in self.images.items():
+            if image_diff["added"] or image_diff["removed"] or image_diff["retagged"]:
+                out.append(f"**{env}**")
+                out += [f"- retagged `{r['old']}` -> `{r['new']}`" for r in image_diff["retagged"].values()]
+                out += [f"- added `{i}`" for i in image_diff["added"]]
+                out += [f"- removed `{i}`" for i in image_diff["removed"]]
+        mirror = self.mirror_list()
+        if mirror:
+            out += ["", "Images an air-gapped site must mirror:", "", "```", *mirror, "```"]
+        else:
+            out.append("No image changed.")
+        out += ["", "## Resources", ""]
+        for env, diff in self.resources.items():
+            c = diff.counts()
+            out.append(f"- **{env}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed")
+            for change in diff.changes[:40]:
+                out.append(f"  - {change.change} `{change.resource}` ({change.release})")
+            if len(diff.changes) > 40:
+                out.append(f"  - ... and {len(diff.changes) - 40} more")
+        out += ["", "## Patches", ""]
+        out += [
+            f"- {p['status']}: `{p['patch']}` -> {p['target']}: {p['reason']} [{', '.join(p['envs'])}]"
+            for p in self.patches
+        ] or ["No patch targets this chart's releases."]
+        out += ["", "## Changelog", ""]
+        for entry in self.changelog:
+            out.append(f"### {entry['version']} (appVersion {entry['app_version'] or '?'})")
+            out += [
+                f"- **{c['kind']}**: {c['description']}" + (f" ({', '.join(c['links'])})" if c["links"] else "")
+                for c in entry["changes"]
+            ]
+            out += [f"- release notes: {link}" for link in entry["links"]]
+            if not entry["changes"] and not entry["links"]:
+                out.append("- (no changes annotated in the repository index)")
+        if not self.changelog:
+            out.append("The repository index lists no versions in between.")
+        return "\n".join(out) + "\n"
+
+    def _markdown_diffs(self, budget: int) -> str:
+        out = ["", "## Rendered diffs", ""]
+        used = 0
+        omitted = 0
+        for env, diff in self.resources.items():
+            body = "\n".join(f"# {c.change} {c.release}: {c.resource}\n{c.diff}" for c in diff.changes)
+            if not body:
+                continue
+            summary = f"<details><summary>{env}: {len(diff.changes)} resource(s)</summary>"
+            section = summary + "\n\n```diff\n{}\n```\n</details>\n"
+            room = budget - used - len(section) - 100
+            if room <= 200:
+                omitted += 1
+                continue
+            text = (
+                body
+                if len(body) <= room
+                else body[: room - 60].rsplit("\n", 1)[0] + "\n... (trimmed; see the full diff)"
+            )
+            chunk = section.replace("{}", text, 1)
+            out.append(chunk)
+            used += len(chunk)
+        if omitted:
+            out.append(f"_{omitted} environment diff(s) omitted to keep this under GitHub's limit._")
+        return "\n".join(out)
+
+    def write(self, folder: Path, stem: str, full_diff_path: Path, shown_path: str = "") -> tuple[Path, Path]:
+        """Write the Markdown and JSON reports to `folder` and the full diff to `full_diff_path`
+        (named in the Markdown as `shown_path`, e.g. relative to the checkout)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        full_diff_path.parent.mkdir(parents=True, exist_ok=True)
+        full_diff_path.write_text(self.full_diff())
+        md, js = folder / f"{stem}.md", folder / f"{stem}.json"
+        md.write_text(self.markdown(shown_path or str(full_diff_path)))
+        js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n")
+        return md, js
+
+
+def _new_images(diff: dict[str, Any]) -> list[str]:
+    return [*diff["added"], *(r["new"] for r in diff["retagged"].values())]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _table(header: list[str], rows: list[list[str]], title: str, limit: int) -> list[str]:
+    if not rows:
+        return []
+    out = [
+        f"<details><summary>{title}: {len(rows)}</summary>",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    out += ["| " + " | ".join(row) + " |" for row in rows[:limit]]
+    if len(rows) > limit:
+        out.append(f"| ... {len(rows) - limit} more (see the JSON report) |" + " |" * (len(header) - 1))
+    out += ["", "</details>", ""]
+    return out

@@ -1,0 +1,1 @@
+"""Offline validation of rendered manifests against Kubernetes and CRD schemas."""
