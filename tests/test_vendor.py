@@ -25,7 +25,8 @@ import yaml
 
 from astrago_deploy.charts import scaffold
 from astrago_deploy.charts import vendor as vendor_module
-from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, Problem, Progress, SyncResult
+from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, Problem, SyncResult
+from astrago_deploy.core.console import Progress
 from astrago_deploy.core.errors import AstragoError, FetchError, InputError
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout

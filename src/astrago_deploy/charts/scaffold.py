@@ -16,9 +16,8 @@ from ruamel.yaml.comments import CommentedMap
 from astrago_deploy.core import atomic, yaml_files
 from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
-from astrago_deploy.model.releases import declared_releases
+from astrago_deploy.model.releases import TIERS, declared_releases
 
-TIERS = ("infrastructure", "monitoring", "security", "applications")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
 
 

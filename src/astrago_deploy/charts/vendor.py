@@ -26,6 +26,7 @@ from astrago_deploy.charts.archive import extract_chart
 from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, parse_version
 from astrago_deploy.charts.oci import OciChart, OciClient
 from astrago_deploy.core import atomic
+from astrago_deploy.core.console import Progress
 from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.errors import AstragoError, ConfigError, InputError, IntegrityError
 from astrago_deploy.core.http import Fetcher, redact_url
@@ -35,19 +36,6 @@ from astrago_deploy.model.releases import declared_releases
 
 MAX_PARALLEL_DOWNLOADS = 4
 LOCK_WAIT_SECONDS = 120
-
-
-class Progress:
-    """Receives progress events; the CLI shows them (a bar on a terminal, lines otherwise)."""
-
-    def begin(self, total: int, title: str) -> None:
-        pass
-
-    def step(self, name: str, message: str) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Progress display for long runs: a rich progress bar on a terminal, plain lines otherwise."""
+"""Progress of long runs: the events (`Progress`, silent by default) and their display
+(`ConsoleProgress`: a rich progress bar on a terminal, plain lines otherwise)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,28 @@ import sys
 import threading
 import time
 
+import rich.progress
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
-from astrago_deploy.charts.vendor import Progress as ProgressEvents
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 
 
-class ConsoleProgress(ProgressEvents):
+class Progress:
+    """Receives progress events; the CLI shows them (a bar on a terminal, lines otherwise)."""
+
+    def begin(self, total: int, title: str) -> None:
+        pass
+
+    def step(self, name: str, message: str) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+class ConsoleProgress(Progress):
     def __init__(self) -> None:
         self._console = Console(stderr=True)
-        self._bar: Progress | None = None
+        self._bar: rich.progress.Progress | None = None
         self._task: TaskID | None = None
         self._lock = threading.Lock()
         self._started = 0.0
@@ -23,7 +36,7 @@ class ConsoleProgress(ProgressEvents):
     def begin(self, total: int, title: str) -> None:
         self._started = time.monotonic()
         if total and self._console.is_terminal:
-            self._bar = Progress(
+            self._bar = rich.progress.Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),

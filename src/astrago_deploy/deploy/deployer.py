@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from astrago_deploy.charts.scaffold import TIERS
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
-from astrago_deploy.model.releases import declared_releases
+from astrago_deploy.model.releases import TIERS, declared_releases
 from astrago_deploy.toolchain.pinned import PinnedTools
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

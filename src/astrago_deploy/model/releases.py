@@ -14,6 +14,9 @@ from pathlib import Path
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import VersionsLock
 
+# The tier files under helmfile/releases/, in deployment order.
+TIERS = ("infrastructure", "monitoring", "security", "applications")
+
 _RELEASE_NAME = re.compile(r"^-\s+name:\s*(?P<name>[A-Za-z0-9._-]+)\s*$")
 _FIELD = re.compile(r"^\s+(?P<key>chart|namespace):\s*(?P<value>.+?)\s*$")
 _CHART_REF = re.compile(r'index\s+\.Charts\s+"(?P<name>[^"]+)"')

@@ -20,12 +20,7 @@ import sys
 from pathlib import Path
 
 from astrago_deploy.patches import kustomize as patching
-
-RELEASE_MARKER = "# astrago.io/release: "
-
-
-def marker(release: str, env: str) -> str:
-    return f"{RELEASE_MARKER}{release} env={env}\n"
+from astrago_deploy.render.stream import marker
 
 
 def post_render(root: Path, release: str, env: str, manifests: str) -> str:

@@ -29,8 +29,8 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.patches.postrender import RELEASE_MARKER
 from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.stream import RELEASE_MARKER
 from astrago_deploy.toolchain.pinned import PinnedTools
 
 NORMALIZED = "<normalized: generated at render time>"
