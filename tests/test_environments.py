@@ -78,3 +78,9 @@ def test_env_init_accepts_ipv6_and_dns_names(project: RepoLayout) -> None:
     assert "registry: harbor.beta.example:30002" in text
     with pytest.raises(InputError, match="already exists"):
         environments.init_customer(project, "beta-2", "10.0.0.1", "nfs", "/x")
+
+
+def test_every_value_layer_once_in_precedence_order(project: RepoLayout) -> None:
+    layers = [p.relative_to(project.environments_dir).as_posix() for p in environments.all_layer_dirs(project)]
+    customers = [f"customers/{e.name}" for e in environments.discover(project) if e.customer]
+    assert customers and layers == ["base", "dev", "stage", "prod", *customers]

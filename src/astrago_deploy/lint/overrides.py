@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
 from astrago_deploy.model.releases import ReleaseRef, declared_releases
 
@@ -236,10 +237,7 @@ def check_overrides(layout: RepoLayout) -> list[OverrideProblem]:
     problems: list[OverrideProblem] = []
     base_file = layout.environments_dir / "base" / "values.yaml"
     base = _safe_yaml(base_file) or {}
-    layers = [layout.environments_dir / name for name in ("base", "dev", "stage", "prod")]
-    if layout.customers_dir.is_dir():
-        layers += sorted(p for p in layout.customers_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for layer in layers:
+    for layer in environments.all_layer_dirs(layout):
         settings = layer / "values.yaml"
         try:
             if settings.is_file() and settings != base_file:

@@ -50,6 +50,12 @@ def discover(layout: RepoLayout) -> list[Environment]:
     return envs
 
 
+def all_layer_dirs(layout: RepoLayout) -> list[Path]:
+    """Every value layer folder any environment reads, each once: base, the stages, the customers."""
+    layers = dict.fromkeys(layer for env in discover(layout) for layer in env.layers)
+    return [layout.environments_dir / layer for layer in layers]
+
+
 def get(layout: RepoLayout, name: str) -> Environment:
     envs = {env.name: env for env in discover(layout)}
     if name not in envs:
