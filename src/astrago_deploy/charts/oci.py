@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from astrago_deploy.core.errors import FetchError, IntegrityError
-from astrago_deploy.core.http import Fetcher, credentials_for
+from astrago_deploy.core.http import Fetcher, credentials_for, host_port
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -42,7 +42,7 @@ class OciChart:
 
     @property
     def host(self) -> str:
-        return self.repository.removeprefix("oci://").split("/", 1)[0]
+        return host_port(self.repository)
 
     @property
     def path(self) -> str:

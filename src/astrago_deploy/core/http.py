@@ -32,10 +32,22 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.scheme:
         return url
+    return urlunsplit((parts.scheme, host_port(url), parts.path, "", ""))
+
+
+def host_port(url: str) -> str:
+    """`host[:port]` of a URL: no user:password, host lower-cased, an IPv6 literal kept in its
+    brackets (`https://[fd00::5]:8443/x` -> `[fd00::5]:8443`, not the ambiguous `fd00::5:8443`)."""
+    parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        # Not a number or out of range: keep what was written rather than drop it.
+        return parts.netloc.rpartition("@")[2]
+    return f"{host}:{port}" if port is not None else host
 
 
 def host_env_key(host: str) -> str:
@@ -44,11 +56,7 @@ def host_env_key(host: str) -> str:
 
 def credentials_for(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     env = os.environ if environ is None else environ
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    key = host_env_key(host)
+    key = host_env_key(host_port(url))
     user = env.get(f"ASTRAGO_REPO_{key}_USERNAME")
     password = env.get(f"ASTRAGO_REPO_{key}_PASSWORD")
     if user and password:
@@ -89,10 +97,7 @@ class Mirror:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             return url
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        tail = f"{host}{parts.path}"
+        tail = f"{host_port(url)}{parts.path}"
         if urlsplit(self.root).scheme:
             return f"{self.root}/{tail}"
         return str(Path(self.root) / tail)
