@@ -11,7 +11,6 @@ Problems name the file, the line and the key.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
@@ -40,34 +40,6 @@ class OverrideProblem:
     def render(self, root: Path) -> str:
         rel = self.file.relative_to(root) if self.file.is_relative_to(root) else self.file
         return f"{rel}:{self.line}: {self.key}: {self.message}"
-
-
-@dataclass
-class ChartValues:
-    """What a chart accepts: its defaults (with subcharts) and its JSON schema, if any."""
-
-    name: str
-    defaults: dict[str, Any]
-    schema: dict[str, Any] | None
-    subcharts: dict[str, ChartValues]
-
-    @classmethod
-    def load(cls, chart_dir: Path) -> ChartValues:
-        meta = _safe_yaml(chart_dir / "Chart.yaml") or {}
-        defaults = _safe_yaml(chart_dir / "values.yaml") or {}
-        schema_file = chart_dir / "values.schema.json"
-        schema = json.loads(schema_file.read_text()) if schema_file.is_file() else None
-        subcharts = {}
-        for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
-            loaded = cls.load(sub.parent)
-            subcharts[loaded.name] = loaded
-        for dep in meta.get("dependencies") or []:
-            alias = dep.get("alias")
-            if alias and dep.get("name") in subcharts:
-                subcharts[alias] = subcharts[dep["name"]]
-        return cls(
-            str(meta.get("name", chart_dir.name)), defaults if isinstance(defaults, dict) else {}, schema, subcharts
-        )
 
 
 def _safe_yaml(path: Path) -> Any:

@@ -28,20 +28,6 @@ _MISSING = object()
 # --- values ------------------------------------------------------------------------------
 
 
-def chart_defaults(chart_dir: Path) -> dict[str, Any]:
-    """The chart's default values, with each subchart's defaults under its name."""
-    values = yaml.safe_load((chart_dir / "values.yaml").read_text()) if (chart_dir / "values.yaml").is_file() else {}
-    values = values if isinstance(values, dict) else {}
-    for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
-        name = str((yaml.safe_load(sub.read_text()) or {}).get("name", sub.parent.name))
-        sub_values = chart_defaults(sub.parent)
-        merged = dict(sub_values)
-        if isinstance(values.get(name), dict):
-            merged.update(values[name])
-        values = {**values, name: merged}
-    return values
-
-
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """Leaf key paths (`a.b.c`) to values; empty mappings count as leaves."""
     if isinstance(node, dict) and node:

@@ -23,6 +23,7 @@ import yaml
 
 from astrago_deploy.charts.index import ChartVersion, IndexCache, parse_version, version_key
 from astrago_deploy.charts.oci import OciChart
+from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import atomic
 from astrago_deploy.core.errors import AstragoError, GitError, InputError
@@ -250,7 +251,7 @@ class Upgrader:
         old_dir = self.layout.chart_dir(chart.name, chart.version)
         new_dir = tree.chart_dir(chart.name, target)
         values = upgrade_report.diff_values(
-            upgrade_report.chart_defaults(old_dir), upgrade_report.chart_defaults(new_dir)
+            ChartValues.load(old_dir).coalesced_defaults(), ChartValues.load(new_dir).coalesced_defaults()
         )
         overrides = self._override_files(tree, releases)
         old_crds = upgrade_report.crds_of_tree(old_dir)
