@@ -13,7 +13,7 @@ from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.render import diff as render_diff
-from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.manifests import load_documents, scrub_secret
 from astrago_deploy.render.renderer import NORMALIZED, Renderer, normalize, parallelism, split_releases
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -131,10 +131,35 @@ def test_diff_against_a_ref_uses_a_worktree_and_redacts_secrets(synced_project: 
     assert git(root, "worktree", "list").count("\n") == 1
 
 
-def test_diff_redacts_secret_values() -> None:
-    secret = {"kind": "Secret", "metadata": {"name": "s"}, "data": {"password": "aHVudGVyMg=="}}
-    assert render_diff.redact(secret)["data"] == {"password": render_diff.REDACTED}
-    assert secret["data"]["password"] == "aHVudGVyMg=="
+def test_diff_redacts_secret_values(tmp_path: Path) -> None:
+    def secret(password: str, token: str) -> str:
+        return (
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: ns\n"
+            f"data:\n  password: {password}\nstringData:\n  token: {token}\ntype: Opaque\n"
+        )
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "app.yaml").write_text(secret("aHVudGVyMg==", "old-token"))
+    (tmp_path / "b" / "app.yaml").write_text(secret("aHVudGVyMw==", "new-token").replace("Opaque", "Other"))
+    (tmp_path / "b" / "new.yaml").write_text(secret("c2VjcmV0", "fresh-token"))
+    changed, added = render_diff.diff_folders("dev", tmp_path / "a", tmp_path / "b").changes
+    assert (changed.release, changed.change, added.release, added.change) == ("app", "changed", "new", "added")
+    assert f"+  password: {render_diff.REDACTED}\n" in added.diff and f"+  token: {render_diff.REDACTED}\n" in added.diff
+    assert "-type: Opaque\n+type: Other\n" in changed.diff and f"  token: {render_diff.REDACTED}\n" in changed.diff
+    assert not any(value in added.diff + changed.diff for value in ("aHVudGVy", "c2VjcmV0", "-token"))
+
+
+def test_secret_scrubbing_copies_and_names_what_it_replaced() -> None:
+    doc = {"kind": "Secret", "metadata": {"name": "s"}, "data": {"password": "aHVudGVyMg=="}, "stringData": {"t": "x"}}
+    scrubbed, replaced = scrub_secret(doc, "<gone>")
+    assert scrubbed["data"] == {"password": "<gone>"} and scrubbed["stringData"] == {"t": "<gone>"}
+    assert replaced == ["data.password", "stringData.t"]
+    assert doc["data"]["password"] == "aHVudGVyMg=="
+    assert normalize(doc) == ["Secret/s data.password", "Secret/s stringData.t"]
+    assert doc["data"] == {"password": NORMALIZED} and doc["stringData"] == {"t": NORMALIZED}
+    config = {"kind": "ConfigMap", "data": {"password": "plain"}}
+    assert scrub_secret(config, "<gone>") == (config, [])
 
 
 def test_diff_rejects_an_unknown_ref(synced_project: RepoLayout) -> None:

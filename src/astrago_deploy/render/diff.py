@@ -22,7 +22,7 @@ from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.render.manifests import load_documents, resource_id
+from astrago_deploy.render.manifests import load_documents, resource_id, scrub_secret
 from astrago_deploy.render.renderer import EnvironmentRender, Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -49,16 +49,6 @@ class EnvironmentDiff:
         return out
 
 
-def redact(doc: dict[str, Any]) -> dict[str, Any]:
-    if doc.get("kind") != "Secret":
-        return doc
-    copy = dict(doc)
-    for section in ("data", "stringData"):
-        if isinstance(copy.get(section), dict):
-            copy[section] = {key: REDACTED for key in copy[section]}
-    return copy
-
-
 def load_render(folder: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     """resource id -> (release, document) for every release file of a rendered environment."""
     resources: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -72,7 +62,7 @@ def load_render(folder: Path) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def _text(doc: dict[str, Any]) -> list[str]:
-    return yaml.safe_dump(redact(doc), sort_keys=True, width=1 << 20).splitlines(keepends=True)
+    return yaml.safe_dump(scrub_secret(doc, REDACTED)[0], sort_keys=True, width=1 << 20).splitlines(keepends=True)
 
 
 def diff_folders(env: str, before: Path, after: Path) -> EnvironmentDiff:

@@ -1,4 +1,5 @@
-"""Reading rendered Kubernetes manifests: documents, identities and the images they pull."""
+"""Reading rendered Kubernetes manifests: documents, identities, the images they pull, and
+Secret values scrubbed (generated ones normalized by the renderer, any redacted from a diff)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,28 @@ from typing import Any
 import yaml
 
 _POD_CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
+_SECRET_SECTIONS = ("data", "stringData")
 
 
 def load_documents(text: str) -> list[dict[str, Any]]:
     """Every non-empty mapping document of a multi-document YAML stream."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
+
+
+def scrub_secret(doc: dict[str, Any], placeholder: str) -> tuple[dict[str, Any], list[str]]:
+    """A Secret with every `data`/`stringData` value replaced by `placeholder` (a copy; the
+    document is not changed), and the `section.key`s replaced. Other kinds come back as they are."""
+    if doc.get("kind") != "Secret":
+        return doc, []
+    scrubbed = dict(doc)
+    replaced = []
+    for section in _SECRET_SECTIONS:
+        values = doc.get(section)
+        if isinstance(values, dict):
+            scrubbed[section] = dict.fromkeys(values, placeholder)
+            replaced += [f"{section}.{key}" for key in values]
+    return scrubbed, replaced
 
 
 def resource_id(doc: dict[str, Any], default_namespace: str = "") -> str:

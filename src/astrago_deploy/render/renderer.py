@@ -29,7 +29,7 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.manifests import load_documents, scrub_secret
 from astrago_deploy.render.stream import RELEASE_MARKER
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -112,13 +112,9 @@ def normalize(doc: dict[str, Any]) -> list[str]:
     replaced = []
     meta = doc.get("metadata") or {}
     ident = f"{doc.get('kind')}/{meta.get('name')}"
-    if doc.get("kind") == "Secret":
-        for section in ("data", "stringData"):
-            values = doc.get(section)
-            if isinstance(values, dict):
-                for key in values:
-                    values[key] = NORMALIZED
-                    replaced.append(f"{ident} {section}.{key}")
+    scrubbed, secret_keys = scrub_secret(doc, NORMALIZED)
+    doc.update(scrubbed)
+    replaced += [f"{ident} {key}" for key in secret_keys]
     for node in _metadata_nodes(doc):
         annotations = node.get("annotations")
         if isinstance(annotations, dict):
