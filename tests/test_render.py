@@ -14,10 +14,17 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.render import diff as render_diff
 from astrago_deploy.render.manifests import load_documents, scrub_secret
-from astrago_deploy.render.renderer import NORMALIZED, Renderer, normalize, parallelism, split_releases
+from astrago_deploy.render.renderer import (
+    NORMALIZED,
+    Renderer,
+    normalize,
+    parallelism,
+    render_key,
+    split_releases,
+)
 from astrago_deploy.toolchain.pinned import PinnedTools
 
-from .conftest import PROJECT, git, snapshot
+from .conftest import PROJECT, git, make_project, snapshot
 
 RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "gpu-process-exporter",
             "keycloak-addons", "astrago"}
@@ -175,3 +182,18 @@ def test_helmfile_errors_show_helms_stderr_once() -> None:
               "COMBINED OUTPUT:\n  Error: post-render harbor (dev): no match\n")
     message = str(HelmfileError(["helmfile", "template"], 1, "", stderr))
     assert message == "helmfile failed (exit 1): helmfile template\nError: post-render harbor (dev): no match"
+
+
+def test_render_key_is_a_content_digest_of_the_inputs(project: RepoLayout, tmp_path: Path) -> None:
+    dev = environments.get(project, "dev")
+    key = render_key(project, dev)
+    patch = project.patches_dir / "harbor" / "kustomization.yaml"
+    os.utime(patch, (0, 0))
+    # Independent of the checkout's path and of timestamps.
+    assert render_key(make_project(tmp_path / "elsewhere", with_git=False), dev) == key == render_key(project, dev)
+    patch.chmod(0o755)
+    executable = render_key(project, dev)
+    patch.write_text(patch.read_text() + "# edited\n")
+    edited = render_key(project, dev)
+    (project.patches_dir / "harbor" / "empty").mkdir()
+    assert len({key, executable, edited, render_key(project, dev)}) == 4

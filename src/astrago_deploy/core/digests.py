@@ -1,7 +1,8 @@
-"""The content digest of a vendored chart tree.
+"""Content digests: of a file, of a tree (a vendored chart's, the render key's inputs).
 
-Deterministic over relative paths, entry types, the executable bit and bytes; independent of
-the checkout path, timestamps, owners and umask, so every machine computes the same value.
+A tree digest is deterministic over relative paths, entry types, the executable bit and
+bytes; independent of the checkout path, timestamps, owners and umask, so every machine
+computes the same value.
 """
 
 from __future__ import annotations
@@ -9,6 +10,27 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mode(path: Path) -> str:
+    return "755" if path.stat().st_mode & 0o111 else "644"
+
+
+def path_digest(path: Path) -> str:
+    """`tree_digest` of a folder, the mode and `sha256:<hex>` of a file, `absent` for nothing."""
+    if path.is_dir() and not path.is_symlink():
+        return tree_digest(path)
+    if path.is_file():
+        return f"{_mode(path)} sha256:{sha256_file(path)}"
+    return "absent"
 
 
 def tree_digest(root: Path) -> str:
@@ -28,8 +50,6 @@ def tree_digest(root: Path) -> str:
         elif path.is_dir():
             line = f"d {rel}\n"
         else:
-            mode = "755" if path.stat().st_mode & 0o111 else "644"
-            content = hashlib.sha256(path.read_bytes()).hexdigest()
-            line = f"f {mode} {rel} {content}\n"
+            line = f"f {_mode(path)} {rel} {sha256_file(path)}\n"
         total.update(line.encode("utf-8", "surrogateescape"))
     return f"sha256:{total.hexdigest()}"

@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from astrago_deploy.charts.vendor import ChartVendor
-from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -90,15 +89,15 @@ def prepare_vendored(source: RepoLayout, target: RepoLayout, fetcher: Fetcher) -
     """Give the worktree `target` its vendored charts: copied when this checkout has them
     with the locked content, vendored (through the mirror, if any) otherwise."""
     lock = VersionsLock.load(target.lock_file)
+    here = ChartVendor(source, fetcher)
     missing = []
     for chart in lock.charts():
-        have = source.chart_dir(chart.name, chart.version)
         dest = target.chart_dir(chart.name, chart.version)
         if dest.is_dir():
             continue
-        if have.is_dir() and chart.tree and tree_digest(have) == chart.tree:
+        if here.is_current(chart):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(have, dest, symlinks=True)
+            shutil.copytree(source.chart_dir(chart.name, chart.version), dest, symlinks=True)
         else:
             missing.append(chart.name)
     if missing:

@@ -24,6 +24,7 @@ import yaml
 
 from astrago_deploy import __version__
 from astrago_deploy.core import atomic
+from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
@@ -167,26 +168,12 @@ def split_releases(stream: str) -> dict[str, str]:
 # --- the content key ------------------------------------------------------------------
 
 
-def _hash_tree(digest: Any, root: Path, base: Path) -> None:
-    if root.is_file():
-        digest.update(f"{root.relative_to(base).as_posix()}\0".encode())
-        digest.update(root.read_bytes())
-        return
-    if not root.is_dir():
-        digest.update(f"{root.relative_to(base).as_posix()} absent\0".encode())
-        return
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            digest.update(f"{path.relative_to(base).as_posix()}\0{path.stat().st_mode & 0o111}\0".encode())
-            digest.update(path.read_bytes())
-
-
 def render_key(layout: RepoLayout, env: Environment) -> str:
     """Digest over everything an environment's render depends on (this package's code too)."""
     digest = hashlib.sha256(f"astrago-render {__version__}\n".encode())
     package = Path(__file__).resolve().parent.parent
     for source in sorted(package.rglob("*.py")):
-        _hash_tree(digest, source, package)
+        digest.update(f"{source.relative_to(package).as_posix()} {path_digest(source)}\n".encode())
     inputs = [
         layout.helmfile_dir,
         layout.custom_dir,
@@ -198,7 +185,7 @@ def render_key(layout: RepoLayout, env: Environment) -> str:
     ]
     inputs += [layout.chart_dir(c.name, c.version) for c in VersionsLock.load(layout.lock_file).charts()]
     for path in inputs:
-        _hash_tree(digest, path, layout.root)
+        digest.update(f"{path.relative_to(layout.root).as_posix()} {path_digest(path)}\n".encode())
     return digest.hexdigest()
 
 

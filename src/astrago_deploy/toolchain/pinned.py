@@ -25,6 +25,7 @@ import yaml
 
 from astrago_deploy.core import atomic
 from astrago_deploy.core.command import Command
+from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import (
     CommandError,
     ConfigError,
@@ -92,14 +93,6 @@ class ToolStatus:
     @property
     def ok(self) -> bool:
         return self.state == "verified" and self.reported_version == self.pinned_version
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
