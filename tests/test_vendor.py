@@ -25,6 +25,7 @@ import yaml
 
 from astrago_deploy.charts import scaffold
 from astrago_deploy.charts import vendor as vendor_module
+from astrago_deploy.charts.index import newest, newest_first
 from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, Problem, SyncResult
 from astrago_deploy.core.console import Progress
 from astrago_deploy.core.errors import AstragoError, FetchError, InputError
@@ -877,3 +878,13 @@ def test_a_run_in_another_process_is_kept_out(synced_project: RepoLayout, mirror
     assert blocked.returncode == 1
     assert blocked.stdout.startswith(f"another charts task holds {lock_file} (waited 0.2s)")
     assert snapshot(synced_project.root) == before
+
+
+def test_one_version_order_for_index_entries_and_oci_tags() -> None:
+    tags = ["1.0.0", "v1.2.0", "1.10.0-rc.1", "latest", "1.9.0", "v2.0.0-beta.1", "0.9", "v1.9.0"]
+    assert newest_first(tags, str) == ["1.9.0", "v1.9.0", "v1.2.0", "1.0.0", "0.9"]
+    assert newest_first(tags, str, prereleases=True)[:3] == ["v2.0.0-beta.1", "1.10.0-rc.1", "1.9.0"]
+    # Equal versions spelled two ways: the first as given wins, whichever way it is spelled.
+    assert newest(tags, str) == "1.9.0" and newest(list(reversed(tags)), str) == "v1.9.0"
+    assert newest(tags, str, major=0) == "0.9" and newest(tags, str, major=3) is None
+    assert newest(["latest", "main"], str) is None

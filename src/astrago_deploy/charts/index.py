@@ -1,15 +1,17 @@
 """Helm repository indexes (`index.yaml`) and chart version ordering.
 
 Versions are kept as upstream spells them (`v25.3.4`, `4.11.0`); ordering is semver with a
-leading `v` ignored. Pre-releases are considered only when asked for. Each repository index
+leading `v` ignored, for index entries and OCI tags alike (`newest_first`, `newest`).
+Pre-releases are considered only when asked for. Each repository index
 is fetched at most once per `IndexCache`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import semver
 import yaml
@@ -18,6 +20,7 @@ from astrago_deploy.core.errors import FetchError
 from astrago_deploy.core.http import Fetcher, redact_url, resolve_reference
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
 
 # The C loader is ~10x faster on large indexes; PyYAML wheels ship it.
 _Loader: type[yaml.CSafeLoader] | type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -34,9 +37,23 @@ def parse_version(version: str) -> semver.Version | None:
         return None
 
 
-def version_key(version: str) -> semver.Version:
-    """A sort key: the semver of `version`, or 0.0.0 when it is not semver."""
-    return parse_version(version) or semver.Version(0)
+def newest_first(items: Iterable[T], spelled: Callable[[T], str], prereleases: bool = False) -> list[T]:
+    """The items whose version (`spelled(item)`) parses as semver, newest first; pre-releases
+    only when asked for. Equal versions (`v1.0.0`, `1.0.0`) keep the order they came in."""
+    parsed = [(v, item) for item in items if (v := parse_version(spelled(item))) is not None]
+    kept = [(v, item) for v, item in parsed if prereleases or not v.prerelease]
+    return [item for _, item in sorted(kept, key=lambda pair: pair[0], reverse=True)]
+
+
+def newest(
+    items: Iterable[T], spelled: Callable[[T], str], prereleases: bool = False, major: int | None = None
+) -> T | None:
+    """The newest item by semver (see `newest_first`), within one major version if given."""
+    for item in newest_first(items, spelled, prereleases):
+        version = parse_version(spelled(item))
+        if major is None or (version is not None and version.major == major):
+            return item
+    return None
 
 
 def bump_kind(old: str, new: str) -> str:
@@ -84,10 +101,7 @@ class RepoIndex:
 
     def versions(self, chart: str, prereleases: bool = False) -> list[ChartVersion]:
         """Versions of `chart` that parse as semver, newest first."""
-        found = [v for v in self.entries.get(chart, []) if v.semver is not None]
-        if not prereleases:
-            found = [v for v in found if not v.prerelease]
-        return sorted(found, key=lambda v: v.semver or semver.Version(0), reverse=True)
+        return newest_first(self.entries.get(chart, []), _spelled, prereleases)
 
     def find(self, chart: str, version: str) -> ChartVersion:
         if chart not in self.entries:
@@ -101,15 +115,16 @@ class RepoIndex:
         raise FetchError(f"{chart} {version} is not in the repository index {redact_url(self.url)}{hint}")
 
     def newest(self, chart: str, prereleases: bool = False, major: int | None = None) -> ChartVersion | None:
-        for entry in self.versions(chart, prereleases):
-            if major is None or (entry.semver is not None and entry.semver.major == major):
-                return entry
-        return None
+        return newest(self.entries.get(chart, []), _spelled, prereleases, major)
 
     def archive_url(self, entry: ChartVersion) -> str:
         if not entry.urls:
             raise FetchError(f"{entry.name} {entry.version}: the index lists no download URL")
         return resolve_reference(self.url, entry.urls[0])
+
+
+def _spelled(entry: ChartVersion) -> str:
+    return entry.version
 
 
 def parse_index(url: str, payload: bytes) -> RepoIndex:

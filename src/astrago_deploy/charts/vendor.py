@@ -23,7 +23,7 @@ import filelock
 import yaml
 
 from astrago_deploy.charts.archive import extract_chart
-from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, parse_version
+from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, newest, parse_version
 from astrago_deploy.charts.oci import OciChart, OciClient
 from astrago_deploy.core import atomic
 from astrago_deploy.core.console import Progress
@@ -345,25 +345,21 @@ class ChartVendor:
             locked = parse_version(chart.version)
             if chart.is_oci:
                 tags = self.oci.tags(OciChart(chart.repository, chart.name))
-                candidates = sorted(
-                    ((v, t) for t in tags if (v := parse_version(t)) is not None and (prereleases or not v.prerelease)),
-                    reverse=True,
-                )
-                newest = candidates[0][1] if candidates else ""
-                same = next((t for v, t in candidates if locked and v.major == locked.major), "")
+                newest_version = newest(tags, str, prereleases) or ""
+                same = (newest(tags, str, prereleases, locked.major) if locked else None) or ""
             else:
                 index = self.indexes.get(chart.repository)
                 top = index.newest(chart.name, prereleases)
                 top_same = index.newest(chart.name, prereleases, locked.major) if locked else None
-                newest = top.version if top else ""
+                newest_version = top.version if top else ""
                 same = top_same.version if top_same else ""
             rows.append(
                 OutdatedRow(
                     chart.name,
                     chart.version,
-                    newest,
+                    newest_version,
                     same,
-                    bump_kind(chart.version, newest) if newest else "unknown",
+                    bump_kind(chart.version, newest_version) if newest_version else "unknown",
                     chart.repository,
                 )
             )

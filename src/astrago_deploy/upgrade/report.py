@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from astrago_deploy.charts.index import ChartVersion, bump_kind, parse_version, version_key
+from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.manifests import images, load_documents
 
@@ -257,7 +257,7 @@ def changelog(versions: list[ChartVersion], old: str, new: str) -> list[dict[str
                 "links": release_links(entry),
             }
         )
-    return sorted(out, key=lambda e: version_key(str(e["version"])), reverse=True)
+    return newest_first(out, lambda e: str(e["version"]), prereleases=True)
 
 
 def release_links(entry: ChartVersion) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import filelock
 import yaml
 
-from astrago_deploy.charts.index import ChartVersion, IndexCache, parse_version, version_key
+from astrago_deploy.charts.index import ChartVersion, IndexCache, newest, parse_version
 from astrago_deploy.charts.oci import OciChart
 from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.charts.vendor import ChartVendor
@@ -73,18 +73,18 @@ def resolve_target(vendor: ChartVendor, chart: LockedChart, to: str | None) -> t
             if to not in tags:
                 raise InputError(f"{chart.name} {to} is not a tag of {chart.repository}")
             return to, []
-        stable = [t for t in tags if (v := parse_version(t)) is not None and not v.prerelease]
-        if not stable:
+        stable = newest(tags, str)
+        if stable is None:
             raise InputError(f"{chart.repository}/{chart.name} has no stable version")
-        return max(stable, key=version_key), []
+        return stable, []
     index = vendor.indexes.get(chart.repository)
     versions = index.versions(chart.name, prereleases=True)
     if to:
         return index.find(chart.name, to).version, versions
-    newest = index.newest(chart.name)
-    if newest is None:
+    top = index.newest(chart.name)
+    if top is None:
         raise InputError(f"{chart.name}: the repository index lists no stable version")
-    return newest.version, versions
+    return top.version, versions
 
 
 class Upgrader:
