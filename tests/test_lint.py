@@ -97,6 +97,13 @@ def test_plaintext_harbor_admin_password_fails_lint(synced_project: RepoLayout) 
         checks.run_lint(lambda _line: None, [], synced_project)
 
 
+def test_secret_scan_covers_the_helmfile_and_its_release_templates(project: RepoLayout) -> None:
+    append(project.helmfile_dir / "releases" / "security.yaml.gotmpl", "  values:\n  - adminPassword: s3cret\n")
+    append(project.helmfile_dir / "helmfile.yaml.gotmpl", "# apiToken: commented out\n")
+    [finding] = secret_scan.scan(project)
+    assert finding.render(project.root).startswith("helmfile/releases/security.yaml.gotmpl:")
+
+
 @pytest.mark.parametrize(
     ("line", "flagged"),
     [

@@ -1,7 +1,8 @@
 """The plaintext-secret check: no password, token or private key in committed values.
 
-Scans our own values (environment layers, helmfile value templates, custom chart defaults)
-for keys that name a credential and carry a literal value, and for PEM private keys anywhere.
+The one secret scanner. Scans our own values (environment layers, the helmfile with its
+release and value templates, custom chart defaults) for keys that name a credential and carry
+a literal value, and for PEM private keys anywhere.
 References to Secrets (`existingSecret`, `secretName`, `*Key`, `secretEnvVar`) are fine, and
 so are empty values and template expressions.
 """
@@ -39,7 +40,7 @@ class SecretFinding:
 
 def scanned_files(layout: RepoLayout) -> list[Path]:
     files = [p for p in layout.environments_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
-    files += sorted((layout.helmfile_dir / "values").glob("*.gotmpl"))
+    files += sorted(layout.helmfile_dir.rglob("*.gotmpl"))
     files += sorted(layout.custom_dir.glob("*/values.yaml"))
     return sorted(files)
 
