@@ -1,1 +1,2 @@
-"""Deploying an environment with helmfile behind charts.verify and a kube-context check."""
+"""Deploying and destroying an environment with helmfile behind charts.verify and a
+kube-context check."""

@@ -1,1 +1,2 @@
-"""The repository checks behind `nox -s lint`: yamllint, helm lint, charts.verify, overrides and plaintext secrets."""
+"""The repository checks behind `nox -s lint`: yamllint, helm lint, charts.verify, value
+overrides against chart defaults, and the one plaintext-secret scanner."""

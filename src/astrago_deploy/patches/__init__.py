@@ -1,1 +1,2 @@
-"""Kustomize patches: the post-renderer that applies them, and checking each one against fresh renders."""
+"""Kustomize patches: the post-renderer that applies them, scaffolding one, and checking each
+against fresh renders (applied / stale / failed)."""

@@ -1,1 +1,2 @@
-"""Rendering environments offline, reading rendered manifests, and diffs between renders."""
+"""Rendering environments offline (the content-keyed cache), reading rendered manifests
+(documents, identities, images, Secret scrubbing), and diffs between renders."""

@@ -1,4 +1,4 @@
-"""The invoke namespace: one sub-collection per concern."""
+"""The invoke namespace, wiring only (parse options, call the library): one sub-collection per concern."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""The pinned helm, helmfile and kubectl: manifest, verified install, checks, and how they are run."""
+"""The pinned helm, helmfile and kubectl: the manifest (`toolchain.yaml`), verified install
+from ordered sources, version checks, and running them with isolated state."""

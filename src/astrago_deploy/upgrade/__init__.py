@@ -1,1 +1,2 @@
-"""`inv charts.upgrade`: bumping a chart on its own branch, the impact analysis and the report."""
+"""`inv charts.upgrade`: bumping a chart on its own branch in a temporary worktree, the
+impact analysis (values, CRDs, images, resources, patches, changelog) and the report."""

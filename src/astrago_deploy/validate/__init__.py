@@ -1,1 +1,2 @@
-"""Offline validation of rendered manifests against Kubernetes and CRD schemas."""
+"""Offline validation of rendered manifests against Kubernetes and CRD schemas, and the
+check that offline environments pull every image from their site registry."""
