@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,30 @@ def test_every_value_layer_once_in_precedence_order(project: RepoLayout) -> None
     layers = [p.relative_to(project.environments_dir).as_posix() for p in environments.all_layer_dirs(project)]
     customers = [f"customers/{e.name}" for e in environments.discover(project) if e.customer]
     assert customers and layers == ["base", "dev", "stage", "prod", *customers]
+
+
+@pytest.mark.parametrize("registry", ["[fd00::5]:30002", "[fd00::5]", "10.1.2.3:30002/proxy", "harbor.beta.example"])
+def test_env_init_accepts_registry_host_port_forms(project: RepoLayout, registry: str) -> None:
+    path = environments.init_customer(project, "gamma", "10.0.0.9", "10.0.0.8", "/x", registry=registry)
+    assert f"  registry: {registry}\n" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        ("fd00::5:30002", "write an IPv6 address in brackets"),
+        ("harbor.local:http", "use host[:port][/path]"),
+        ("harbor.local:70000", "use host[:port][/path]"),
+        ("user@harbor.local", "use host[:port][/path]"),
+        ("[not-an-ip]:30002", "use host[:port][/path]"),
+    ],
+)
+def test_env_init_refuses_a_bad_registry(project: RepoLayout, registry: str, message: str) -> None:
+    with pytest.raises(InputError, match=f"invalid --registry '{re.escape(registry)}': {re.escape(message)}"):
+        environments.init_customer(project, "gamma", "10.0.0.9", "10.0.0.8", "/x", registry=registry)
+    assert not (project.customers_dir / "gamma").exists()
+
+
+def test_env_init_names_the_bad_registry_host() -> None:
+    with pytest.raises(InputError, match="invalid --registry 'bad host!': not an IP address or DNS host name"):
+        environments.validate_registry("bad host!:30002")

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from astrago_deploy.core import atomic, yaml_files
 from astrago_deploy.core.errors import InputError
@@ -97,6 +98,22 @@ def validate_host(value: str, option: str) -> str:
     return value
 
 
+def validate_registry(value: str) -> str:
+    """`host[:port][/path]`, the host a name or an address (an IPv6 one in brackets)."""
+    usage = f"invalid --registry {value!r}: use host[:port][/path], e.g. harbor.site:30002"
+    if value.split("/", 1)[0].count(":") > 1 and not value.startswith("["):
+        raise InputError(f"invalid --registry {value!r}: write an IPv6 address in brackets, e.g. [fd00::5]:30002")
+    try:
+        parts = urlsplit(f"//{value}")
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad [address]
+        raise InputError(usage) from exc
+    if port == 0 or parts.query or parts.fragment or "@" in parts.netloc:
+        raise InputError(usage)
+    validate_host(parts.hostname or "", "--registry")
+    return value
+
+
 def validate_nfs_path(value: str) -> str:
     parts = PurePosixPath(value).parts
     if not _NFS_PATH.match(value) or ".." in parts or "//" in value:
@@ -144,8 +161,7 @@ def init_customer(
     if not re.fullmatch(r"[A-Za-z0-9@:._/-]{1,253}", context):
         raise InputError(f"invalid --kube-context {context!r}")
     if registry:
-        host = registry.split("/", 1)[0]
-        validate_host(host.rsplit(":", 1)[0] if ":" in host else host, "--registry")
+        validate_registry(registry)
     target = layout.customers_dir / name
     if target.exists():
         raise InputError(f"environment {name!r} already exists at {target}; nothing was written")
