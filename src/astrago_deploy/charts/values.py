@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import yaml_files
+from astrago_deploy.model.environments import deep_merge
 
 
 @dataclass
@@ -52,13 +53,5 @@ class ChartValues:
         for key, sub in self.subcharts.items():
             sub_defaults, own = sub.coalesced_defaults(), values.get(key)
             # Helm skips a parent value that is not a mapping here ("not a table").
-            values[key] = _coalesce(own, sub_defaults) if isinstance(own, dict) else sub_defaults
+            values[key] = deep_merge(sub_defaults, own) if isinstance(own, dict) else sub_defaults
         return values
-
-
-def _coalesce(override: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(default)
-    for key, value in override.items():
-        below = merged.get(key)
-        merged[key] = _coalesce(value, below) if isinstance(value, dict) and isinstance(below, dict) else value
-    return merged

@@ -176,11 +176,13 @@ def init_customer(
     return target / "values.yaml"
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over `base`, key by key: mappings merge, anything else replaces (how helmfile
+    layers environment values, and how Helm puts a parent's values over a subchart's)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -191,5 +193,5 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     (as helmfile merges its environment values)."""
     merged: dict[str, Any] = {}
     for folder in env.layer_dirs(layout):
-        merged = _deep_merge(merged, yaml_files.read_mapping(folder / "values.yaml", missing_ok=True))
+        merged = deep_merge(merged, yaml_files.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged
