@@ -6,6 +6,7 @@ scripts/bootstrap) and real git; nothing of ours is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -182,5 +183,17 @@ def serve() -> Iterator[Callable[[Path], HttpServer]]:
 
     yield start
     for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def loopback(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve `handler` on 127.0.0.1 for the duration; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
         server.shutdown()
         server.server_close()

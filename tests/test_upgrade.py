@@ -39,7 +39,7 @@ from astrago_deploy.upgrade.report import GITHUB_BODY_LIMIT, AffectedOverride
 from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader, resolve_target
 
 from .chart_fixtures import CONFIGMAP, Entry, RepoChart, chart_yaml, reference_tree_digest, tar_bytes, write_repo
-from .conftest import GIT_ENV, PROJECT, HttpServer, git, snapshot
+from .conftest import GIT_ENV, PROJECT, HttpServer, git, loopback, snapshot
 
 Serve = Callable[[Path], HttpServer]
 
@@ -764,12 +764,8 @@ class _GitHubHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_github() -> Iterator[FakeGitHub]:
     api = FakeGitHub()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_GitHubHandler,), {"api": api}))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield api
-    server.shutdown()
-    server.server_close()
+    with loopback(type("H", (_GitHubHandler,), {"api": api})) as api.url:
+        yield api
 
 
 def with_github_origin(layout: RepoLayout, tmp_path: Path) -> Path:

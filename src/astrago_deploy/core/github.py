@@ -8,15 +8,17 @@ GitHub Enterprise server, or at a fake API in tests.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.errors import AstragoError, FetchError
+from astrago_deploy.core.http import Fetcher
 
 DEFAULT_API = "https://api.github.com"
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+_ANY_STATUS = frozenset(range(100, 600))
 _REMOTE = re.compile(
     r"^(?:https://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com/)"
     r"(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)(?:\.git)?/?$"
@@ -36,11 +38,13 @@ class PullRequest:
 
 
 class GitHub:
-    def __init__(self, token: str, api_url: str = DEFAULT_API, timeout: float = 30.0) -> None:
+    """The REST calls the upgrade makes, sent through the package's one HTTP transport
+    (`core.http.Fetcher`: timeouts, and retries where a request surely did not take effect)."""
+
+    def __init__(self, token: str, api_url: str = DEFAULT_API, fetcher: Fetcher | None = None) -> None:
         self._token = token
         self.api_url = api_url.rstrip("/")
-        self.timeout = timeout
-        self._session = requests.Session()
+        self.fetcher = fetcher or Fetcher()
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
         headers = {
@@ -49,15 +53,25 @@ class GitHub:
             "X-GitHub-Api-Version": "2022-11-28",
         }
         try:
-            response = self._session.post(f"{self.api_url}{path}", json=payload, headers=headers, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise AstragoError(f"GitHub API {path}: {type(exc).__name__}") from None
-        if response.status_code >= 300:
-            message = ""
-            with contextlib.suppress(ValueError):
-                message = str(response.json().get("message", ""))
-            raise AstragoError(f"GitHub API {path}: HTTP {response.status_code} {message}".rstrip())
-        return response.json()
+            reply = self.fetcher.http(
+                f"{self.api_url}{path}",
+                MAX_REPLY_BYTES,
+                headers=headers,
+                accept_status=_ANY_STATUS,
+                method="POST",
+                json_body=payload,
+            )
+        except FetchError as exc:
+            raise AstragoError(f"GitHub API {path}: {exc}") from None
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = json.loads(reply.body)
+        if reply.status >= 300:
+            message = str(body.get("message", "")) if isinstance(body, dict) else ""
+            raise AstragoError(f"GitHub API {path}: HTTP {reply.status} {message}".rstrip())
+        if body is None:
+            raise AstragoError(f"GitHub API {path}: the reply is not JSON")
+        return body
 
     def open_pull_request(
         self, owner: str, repo: str, head: str, base: str, title: str, body: str, labels: list[str]

@@ -1,4 +1,5 @@
-"""Downloads: HTTP(S) with retries, local files, and the `<host>/<path>` mirror mapping.
+"""HTTP for the whole package: downloads with retries, local files, the `<host>/<path>`
+mirror mapping, and the transport the GitHub client sends its API requests through.
 
 A mirror is a root URL or directory laid out `<host>/<path>/`; with one configured, every
 upstream URL `https://HOST/PATH/x` is read from `<mirror>/HOST/PATH/x` instead. This is how
@@ -17,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
@@ -25,6 +27,8 @@ from astrago_deploy.core.errors import FetchError
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Statuses that say the server did not act on the request: safe to retry any method.
+REFUSED_STATUS = frozenset({429, 503})
 
 
 def redact_url(url: str) -> str:
@@ -149,23 +153,32 @@ class Fetcher:
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         accept_status: frozenset[int] = frozenset(),
+        method: str = "GET",
+        json_body: Any = None,
     ) -> HttpReply:
-        """GET `url` (no mirror mapping) with retries on transient failures.
+        """`method` `url` (no mirror mapping) with retries on transient failures.
 
         Status 200 and those in `accept_status` are returned; others raise FetchError.
-        Without `auth`, host credentials from the environment are used.
+        Without `auth` or an Authorization header, host credentials from the environment are
+        used. A request that is not a GET (it may have taken effect) is retried only when it
+        surely did not: the connection was never made, or the server refused it (429, 503).
         """
-        creds = auth if auth is not None else credentials_for(url, self.environ)
+        sent_headers = dict(headers or {})
+        has_authorization = any(key.lower() == "authorization" for key in sent_headers)
+        creds = auth if auth is not None or has_authorization else credentials_for(url, self.environ)
+        idempotent = method in ("GET", "HEAD")
+        retry_status = RETRYABLE_STATUS if idempotent else REFUSED_STATUS
+        retry_errors = (requests.ConnectionError, requests.Timeout) if idempotent else (requests.ConnectTimeout,)
         shown = redact_url(url)
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff * (2 ** (attempt - 1)))
             try:
-                with self._session.get(
-                    url, auth=creds, headers=dict(headers or {}), stream=True, timeout=self.timeout
+                with self._session.request(
+                    method, url, auth=creds, headers=sent_headers, json=json_body, stream=True, timeout=self.timeout
                 ) as resp:
-                    if resp.status_code in RETRYABLE_STATUS:
+                    if resp.status_code in retry_status:
                         last = f"HTTP {resp.status_code}"
                         continue
                     if resp.status_code != 200 and resp.status_code not in accept_status:
@@ -173,9 +186,13 @@ class Fetcher:
                     body = self._read_body(resp, shown, max_bytes)
                     return HttpReply(resp.status_code, dict(resp.headers), body)
             except _Truncated as exc:
+                if not idempotent:
+                    raise FetchError(f"{shown}: {exc}") from exc
                 last = str(exc)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except retry_errors as exc:
                 last = f"{type(exc).__name__}: {_reason(exc)}"
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise FetchError(f"{shown}: {type(exc).__name__}: {_reason(exc)}") from exc
         raise FetchError(f"{shown}: {last} (after {self.retries + 1} attempts)")
 
     @staticmethod

@@ -320,7 +320,7 @@ class Upgrader:
         if not token or where is None:
             return ""
         self.repo.run("push", "--quiet", "origin", f"{branch}:{branch}")
-        api = GitHub(token, self.environ.get("GITHUB_API_URL", DEFAULT_API))
+        api = GitHub(token, self.environ.get("GITHUB_API_URL", DEFAULT_API), self.fetcher)
         title = f"Upgrade {report.chart} {report.old} -> {report.new} ({report.bump})"
         body = report.markdown(f".cache/upgrades/{work.name}/full.diff")
         labels = [f"semver:{report.bump}", f"risk:{report.risk}", "chart-upgrade"]
