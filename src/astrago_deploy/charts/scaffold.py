@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic
+from astrago_deploy.core import yaml as yaml_files
 from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.releases import TIERS, declared_releases

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic
+from astrago_deploy.core import yaml as yaml_files
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.layout import RepoLayout
 

@@ -14,7 +14,8 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic
+from astrago_deploy.core import yaml as yaml_files
 from astrago_deploy.core.errors import ConfigError
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")

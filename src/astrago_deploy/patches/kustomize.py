@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic
+from astrago_deploy.core import yaml as yaml_files
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import ConfigError, KubectlError
 from astrago_deploy.render.manifests import load_documents

@@ -36,7 +36,7 @@ from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.version import __version__ as KV_VERSION
 from referencing import Registry, Resource
 
-from astrago_deploy.core import yaml_files
+from astrago_deploy.core import yaml as yaml_files
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
