@@ -286,6 +286,22 @@ def test_editor_errors_name_the_file_and_line(tmp_path: Path) -> None:
         yaml.load_for_edit(path)
 
 
+# --- line endings through atomic writes --------------------------------------------------
+
+
+def test_atomic_writes_keep_line_endings_and_a_rollback_restores_bytes(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.yaml"
+    atomic.write_text(kept, "a: 1\r\nb: 2\r\n")
+    assert kept.read_bytes() == b"a: 1\r\nb: 2\r\n"
+    transaction = atomic.FileTransaction()
+    transaction.write(kept, "a: 2\n")
+    transaction.write(tmp_path / "missing-folder-is-a-file" / "x.yaml", "x: 1\n")
+    (tmp_path / "missing-folder-is-a-file").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(OSError):
+        transaction.commit()
+    assert kept.read_bytes() == b"a: 1\r\nb: 2\r\n"
+
+
 # --- the package uses only this module -----------------------------------------------------
 
 
@@ -307,3 +323,17 @@ def test_only_core_yaml_imports_a_yaml_library() -> None:
             offenders += [f"{path}:{node.lineno} {m}" for m in modules if m.split(".")[0] in ("yaml", "ruamel")]
     assert offenders == []
 
+
+def test_every_text_read_and_write_names_utf8() -> None:
+    offenders = []
+    for path, tree in _package_sources():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("read_text", "write_text")
+                and not (isinstance(node.func.value, ast.Name) and node.func.value.id in ("atomic", "yaml"))
+                and not any(k.arg == "encoding" for k in node.keywords)
+            ):
+                offenders.append(f"{path}:{node.lineno}")
+    assert offenders == []
