@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 import yaml as pyyaml
 
+from astrago_deploy.charts import scaffold
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.errors import ConfigError, YamlError
+from astrago_deploy.core.errors import ConfigError, InputError, YamlError
+from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from tests.conftest import PROJECT
 
@@ -201,6 +203,14 @@ def test_the_dumper_leaves_unambiguous_values_plain() -> None:
 
 def test_scalar_quotes_only_what_needs_it() -> None:
     assert [yaml.scalar(v) for v in ("kind-dev", "yes", "1e3", "10.0.0.1")] == ["kind-dev", "'yes'", "'1e3'", "10.0.0.1"]
+
+
+@pytest.mark.parametrize("name", ["yes", "on", "1e3", "123", "0o17"])
+def test_a_release_name_yaml_would_misread_is_refused(project: RepoLayout, name: str) -> None:
+    with pytest.raises(InputError, match="YAML reads it as a number or boolean"):
+        scaffold.plan_release(project, name, "demo", "demo", "applications")
+    with pytest.raises(InputError, match="YAML reads it as a number or boolean"):
+        scaffold.plan_release(project, "demo", "demo", name, "applications")
 
 
 # --- the round-trip editor ---------------------------------------------------------------

@@ -44,6 +44,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
     for label, value in (("release", release), ("namespace", namespace)):
         if not _DNS_LABEL.match(value):
             raise InputError(f"invalid --{label} {value!r}: lowercase letters, digits and '-', at most 53 characters")
+        if yaml.ambiguous(value):  # written plain into the tier file: helmfile would read `yes` as true
+            raise InputError(f"invalid --{label} {value!r}: YAML reads it as a number or boolean; choose another")
     if tier not in TIERS:
         raise InputError(f"invalid --tier {tier!r}: one of {', '.join(TIERS)}")
     existing = {r.name: r.tier_file for r in declared_releases(layout)}

@@ -43,6 +43,7 @@ __all__ = [
     "CommentedSeq",
     "EditedFile",
     "YamlError",
+    "ambiguous",
     "dump",
     "dump_all",
     "first_line",
