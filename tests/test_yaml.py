@@ -22,6 +22,7 @@ from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import ConfigError, InputError, YamlError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock
+from astrago_deploy.upgrade import report as upgrade_report
 from tests.conftest import PROJECT
 
 KUBECTL = PROJECT / ".tools" / "bin" / "kubectl"
@@ -347,3 +348,36 @@ def test_every_text_read_and_write_names_utf8() -> None:
             ):
                 offenders.append(f"{path}:{node.lineno}")
     assert offenders == []
+
+
+# --- unreadable YAML is reported, never skipped --------------------------------------------
+
+
+def test_the_upgrade_report_names_unreadable_crds_and_overrides_and_rates_high(tmp_path: Path) -> None:
+    chart = tmp_path / "charts" / "external" / "demo-1.0.0"
+    (chart / "crds").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 1.0.0\n", encoding="utf-8")
+    crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {name}\n"
+    (chart / "crds" / "good.yaml").write_text(crd.format(name="goods.example.com") + "spec: {op: =}\n")
+    (chart / "crds" / "bad.yaml").write_text(crd.format(name="bads.example.com") + "spec: [unclosed\n")
+    override = tmp_path / "environments" / "dev" / "releases" / "demo.yaml.gotmpl"
+    override.parent.mkdir(parents=True)
+    override.write_text("{{- if true }}\nreplicas: 2\n  broken: indent\n{{- end }}\n", encoding="utf-8")
+
+    unreadable: list[str] = []
+    crds = upgrade_report.crds_of_tree(chart, unreadable)
+    assert upgrade_report.load_override(override, unreadable) == {}
+    assert sorted(crds) == ["goods.example.com"]
+    assert unreadable == [
+        "charts/external/demo-1.0.0/crds/bad.yaml:6: not valid YAML: did not find expected ',' or ']' "
+        "(while parsing a flow sequence)",
+        f"{override}:3: not valid YAML: mapping values are not allowed in this context",
+    ]
+    report = upgrade_report.UpgradeReport(
+        chart="demo", release_names=["demo"], old="1.0.0", new="1.0.1", old_app="", new_app="",
+        values=upgrade_report.ValuesDiff(), overrides=[], crds=upgrade_report.diff_crds(crds, crds), images={},
+        resources={}, patches=[], changelog=[], unreadable=unreadable,
+    )  # fmt: skip
+    assert report.risk == "high"
+    assert report.as_json()["unreadable"] == unreadable
+    assert f"not analysed (unreadable): {unreadable[0]}" in report.markdown()
