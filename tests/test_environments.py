@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from astrago_deploy.core import yaml
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
@@ -90,7 +91,8 @@ def test_every_value_layer_once_in_precedence_order(project: RepoLayout) -> None
 @pytest.mark.parametrize("registry", ["[fd00::5]:30002", "[fd00::5]", "10.1.2.3:30002/proxy", "harbor.beta.example"])
 def test_env_init_accepts_registry_host_port_forms(project: RepoLayout, registry: str) -> None:
     path = environments.init_customer(project, "gamma", "10.0.0.9", "10.0.0.8", "/x", registry=registry)
-    assert f"  registry: {registry}\n" in path.read_text()
+    # A bracketed IPv6 literal is YAML flow syntax: the file must quote it and read it back as written.
+    assert yaml.read_mapping(path)["offline"]["registry"] == registry
 
 
 @pytest.mark.parametrize(

@@ -459,7 +459,7 @@ def test_verify_reports_an_unreadable_lock(synced_project: RepoLayout) -> None:
     problems = ChartVendor(synced_project, Fetcher()).verify()
     assert len(problems) == 1
     assert problems[0].subject == str(synced_project.lock_file)
-    assert "is not valid YAML" in problems[0].message
+    assert re.search(r"versions\.lock:\d+: not valid YAML: ", problems[0].message)
 
 
 # --- outdated ---------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ ENTRY = "charts:\n  demo:\n    repository: https://charts.example.com\n    versi
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param("charts: [unclosed\n", "is not valid YAML", id="not-yaml"),
+        pytest.param("charts: [unclosed\n", ":2: not valid YAML: expected ',' or ']'", id="not-yaml"),
         pytest.param("- demo\n", ": expected a mapping with a 'charts:' mapping", id="top-level-list"),
         pytest.param("charts:\n  - demo\n", ": expected a mapping with a 'charts:' mapping", id="charts-list"),
         pytest.param("charts: []\n", ": expected a mapping with a 'charts:' mapping", id="charts-empty-list"),

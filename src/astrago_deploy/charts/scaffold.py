@@ -11,11 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml.comments import CommentedMap
-
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.yaml import CommentedMap
 from astrago_deploy.model.releases import TIERS, declared_releases
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
@@ -45,6 +44,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
     for label, value in (("release", release), ("namespace", namespace)):
         if not _DNS_LABEL.match(value):
             raise InputError(f"invalid --{label} {value!r}: lowercase letters, digits and '-', at most 53 characters")
+        if yaml.ambiguous(value):  # written plain into the tier file: helmfile would read `yes` as true
+            raise InputError(f"invalid --{label} {value!r}: YAML reads it as a number or boolean; choose another")
     if tier not in TIERS:
         raise InputError(f"invalid --tier {tier!r}: one of {', '.join(TIERS)}")
     existing = {r.name: r.tier_file for r in declared_releases(layout)}
@@ -56,11 +57,11 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
     values_file = layout.environments_dir / "base" / "releases" / f"{release}.yaml"
     if values_file.exists():
         raise InputError(f"{values_file.relative_to(layout.root)} already exists")
-    tier_text = tier_file.read_text()
+    tier_text = yaml.read_text(tier_file)
+    newline = yaml.line_ending(tier_text)
+    block = release_block(release, chart, namespace, tier).replace("\n", newline)
     files = {
-        tier_file: tier_text
-        + ("" if tier_text.endswith("\n") else "\n")
-        + release_block(release, chart, namespace, tier),
+        tier_file: tier_text + ("" if tier_text.endswith("\n") else newline) + block,
         values_file: (
             f"# Chart values for release {release} in every environment (chart {chart}).\n"
             f"# Per environment: environments/<env>/releases/{release}.yaml. No secrets here.\n"
@@ -72,7 +73,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
 
 
 def _with_toggle(path: Path, release: str) -> str:
-    doc = yaml_files.load_for_edit(path)
+    edited = yaml.load_for_edit(path)
+    doc = edited.doc
     releases = doc.get("releases")
     if releases is None:
         releases = doc["releases"] = CommentedMap()
@@ -81,7 +83,7 @@ def _with_toggle(path: Path, release: str) -> str:
     toggle = CommentedMap(enabled=True)
     toggle.fa.set_flow_style()
     releases[release] = toggle
-    return yaml_files.dump(doc)
+    return edited.text()
 
 
 def apply(plan: ReleasePlan) -> list[Path]:

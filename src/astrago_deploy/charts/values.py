@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astrago_deploy.core import yaml_files
+from astrago_deploy.core import yaml
 from astrago_deploy.model.environments import deep_merge
 
 
@@ -28,10 +28,10 @@ class ChartValues:
 
     @classmethod
     def load(cls, chart_dir: Path) -> ChartValues:
-        meta = yaml_files.read_mapping(chart_dir / "Chart.yaml", missing_ok=True)
-        defaults = yaml_files.read_mapping(chart_dir / "values.yaml", missing_ok=True)
+        meta = yaml.read_mapping(chart_dir / "Chart.yaml", missing_ok=True)
+        defaults = yaml.read_mapping(chart_dir / "values.yaml", missing_ok=True)
         schema_file = chart_dir / "values.schema.json"
-        schema = json.loads(schema_file.read_text()) if schema_file.is_file() else None
+        schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file.is_file() else None
         found = {}
         for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
             loaded = cls.load(sub.parent)

@@ -20,12 +20,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import filelock
-import yaml
 
 from astrago_deploy.charts.archive import extract_chart
 from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, newest, parse_version
 from astrago_deploy.charts.oci import OciChart, OciClient
-from astrago_deploy.core import atomic
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.console import Progress
 from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.errors import AstragoError, ConfigError, InputError, IntegrityError
@@ -148,11 +147,12 @@ class ChartVendor:
     @staticmethod
     def _check_chart_yaml(tree: Path, chart: LockedChart, top: str, label: str) -> None:
         try:
-            meta = yaml.safe_load((tree / "Chart.yaml").read_text())
+            meta = yaml.read(tree / "Chart.yaml")
         except FileNotFoundError as exc:
             raise IntegrityError(f"{label}: the archive has no {top}/Chart.yaml") from exc
-        except yaml.YAMLError as exc:
-            raise IntegrityError(f"{label}: {top}/Chart.yaml is not valid YAML") from exc
+        except yaml.YamlError as exc:
+            where = f"{top}/Chart.yaml:{exc.line}" if exc.line else f"{top}/Chart.yaml"
+            raise IntegrityError(f"{label}: {where} is not valid YAML: {exc.reason}") from exc
         if not isinstance(meta, dict) or str(meta.get("name")) != chart.name:
             found = meta.get("name") if isinstance(meta, dict) else None
             raise IntegrityError(f"{label}: the archive holds chart {found!r}, not {chart.name!r}")

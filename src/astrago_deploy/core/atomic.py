@@ -37,6 +37,7 @@ def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
 
 
 def write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """`write_bytes` of `text` as UTF-8, line endings as given (no newline translation)."""
     write_bytes(path, text.encode("utf-8"), mode)
 
 
@@ -100,10 +101,11 @@ class FileTransaction:
         return list(self._pending)
 
     def commit(self) -> None:
-        done: list[tuple[Path, str | None]] = []
+        # Previous contents are kept as bytes: a rollback restores them exactly (CRLF too).
+        done: list[tuple[Path, bytes | None]] = []
         try:
             for path, text in self._pending.items():
-                previous = path.read_text() if path.exists() else None
+                previous = path.read_bytes() if path.exists() else None
                 write_text(path, text)
                 done.append((path, previous))
         except BaseException:
@@ -111,5 +113,5 @@ class FileTransaction:
                 if previous is None:
                     path.unlink(missing_ok=True)
                 else:
-                    write_text(path, previous)
+                    write_bytes(path, previous)
             raise

@@ -8,6 +8,7 @@ these into `invoke.Exit` messages; a traceback appears only with `--debug`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class AstragoError(Exception):
@@ -16,6 +17,18 @@ class AstragoError(Exception):
 
 class ConfigError(AstragoError):
     """A committed configuration file (lock, manifest, helmfile, values) is invalid."""
+
+
+class YamlError(ConfigError):
+    """A file (or fetched document) is not valid YAML; names the file, line and column."""
+
+    def __init__(self, path: str | Path, line: int | None, column: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.column = column
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: not valid YAML: {reason}")
 
 
 class InputError(AstragoError):

@@ -53,7 +53,7 @@ def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:
 def _app_labels(layout: RepoLayout) -> set[str]:
     labels = set()
     for tier_file in layout.releases_dir.glob("*.yaml.gotmpl"):
-        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", tier_file.read_text()))
+        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", tier_file.read_text(encoding="utf-8")))
     return labels
 
 

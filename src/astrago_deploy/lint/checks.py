@@ -49,7 +49,7 @@ def yamllint_problems(layout: RepoLayout) -> list[str]:
     config = YamlLintConfig(YAMLLINT_CONFIG)
     problems = []
     for path in repository_yaml(layout):
-        for problem in linter.run(path.read_text(), config, str(path)):
+        for problem in linter.run(path.read_text(encoding="utf-8"), config, str(path)):
             rel = path.relative_to(layout.root)
             problems.append(f"{rel}:{problem.line}:{problem.column}: {problem.desc} ({problem.rule})")
     return problems

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
-
 from astrago_deploy.charts.values import ChartValues
+from astrago_deploy.core import yaml
+from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.yaml import CommentedMap
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
 from astrago_deploy.model.releases import ReleaseRef, declared_releases
@@ -44,7 +42,7 @@ class OverrideProblem:
 
 def _safe_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.read(path)
     except FileNotFoundError:
         return None
 
@@ -76,13 +74,12 @@ class _Unreadable(Exception):
 def _load_with_lines(path: Path) -> CommentedMap | None:
     """Round-trip load (line numbers); invalid YAML and duplicate keys are problems too."""
     try:
-        doc = YAML(typ="rt").load(path.read_text())
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = int(mark.line) + 1 if mark is not None else 1
-        reason = str(getattr(exc, "problem", "") or "invalid YAML").split("\n")[0]
-        raise _Unreadable(OverrideProblem(path, line, "-", f"not valid YAML: {reason}")) from exc
-    return doc if isinstance(doc, CommentedMap) else None
+        doc = yaml.load_for_edit(path).doc
+    except yaml.YamlError as exc:
+        raise _Unreadable(OverrideProblem(path, exc.line or 1, "-", f"not valid YAML: {exc.reason}")) from exc
+    except ConfigError as exc:  # not a mapping: helm would refuse these values too
+        raise _Unreadable(OverrideProblem(path, 1, "-", str(exc).removeprefix(f"{path}: "))) from exc
+    return doc or None
 
 
 def _line(node: CommentedMap, key: Any) -> int:

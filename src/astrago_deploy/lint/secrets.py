@@ -70,4 +70,4 @@ def scan_text(path: Path, text: str) -> list[SecretFinding]:
 
 
 def scan(layout: RepoLayout) -> list[SecretFinding]:
-    return [f for path in scanned_files(layout) for f in scan_text(path, path.read_text())]
+    return [f for path in scanned_files(layout) for f in scan_text(path, path.read_text(encoding="utf-8"))]

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.layout import RepoLayout
 
@@ -126,7 +126,9 @@ def validate_nfs_path(value: str) -> str:
 
 def customer_values(name: str, ip: str, nfs_server: str, nfs_path: str, kube_context: str, registry: str) -> str:
     """The text of a new customer's values file (comments included: people edit it)."""
-    registry_line = f"  registry: {registry!s}" if registry else '  registry: ""'
+    # Validated values can still read as something else (a context named `yes`, `1e3`).
+    kube_context, ip, nfs_server, nfs_path = map(yaml.scalar, (kube_context, ip, nfs_server, nfs_path))
+    registry_line = f"  registry: {yaml.scalar(registry)}" if registry else '  registry: ""'
     return f"""# Customer environment {name}: layered over environments/base and environments/prod.
 # Only what differs for this site belongs here. Secrets never do: see README "Secrets".
 cluster:
@@ -193,5 +195,5 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     (as helmfile merges its environment values)."""
     merged: dict[str, Any] = {}
     for folder in env.layer_dirs(layout):
-        merged = deep_merge(merged, yaml_files.read_mapping(folder / "values.yaml", missing_ok=True))
+        merged = deep_merge(merged, yaml.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
-
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import ConfigError
+from astrago_deploy.core.yaml import CommentedMap, EditedFile
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
@@ -49,29 +47,25 @@ class LockedChart:
 class VersionsLock:
     """The parsed lock; edits keep the original document's comments and layout."""
 
-    def __init__(self, path: Path, document: CommentedMap) -> None:
+    def __init__(self, path: Path, edited: EditedFile) -> None:
         self.path = path
-        self._doc = document
+        self._file = edited
+        self._doc = edited.doc
 
     @classmethod
     def load(cls, path: Path) -> VersionsLock:
         try:
-            text = path.read_text()
+            edited = yaml.load_for_edit(path, expected="a mapping with a 'charts:' mapping")
         except FileNotFoundError:
             doc = CommentedMap()
             doc["charts"] = CommentedMap()
-            return cls(path, doc)
-        try:
-            doc = yaml_files.round_trip().load(text)
-        except YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if doc is None:
-            doc = CommentedMap()
-        if not isinstance(doc, CommentedMap) or not isinstance(doc.get("charts"), (dict, type(None))):
+            return cls(path, EditedFile(doc))
+        doc = edited.doc
+        if not isinstance(doc.get("charts"), (dict, type(None))):
             raise ConfigError(f"{path}: expected a mapping with a 'charts:' mapping")
         if doc.get("charts") is None:
             doc["charts"] = CommentedMap()
-        lock = cls(path, doc)
+        lock = cls(path, edited)
         lock.charts()  # validate every entry now, with file context
         return lock
 
@@ -132,13 +126,13 @@ class VersionsLock:
             entry.ca.items[list(entry)[-1]] = trailing
 
     def render(self) -> str:
-        return yaml_files.dump(self._doc)
+        return self._file.text()
 
     def save(self) -> bool:
         """Write atomically if the text changed; returns whether it did."""
         text = self.render()
         try:
-            if self.path.read_text() == text:
+            if self.path.read_bytes() == text.encode("utf-8"):
                 return False
         except FileNotFoundError:
             pass

@@ -56,7 +56,7 @@ class ReleaseRef:
 
 def _parse_tier_file(tier_file: Path) -> list[ReleaseRef]:
     blocks: list[tuple[int, dict[str, str]]] = []
-    for number, line in enumerate(tier_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(tier_file.read_text(encoding="utf-8").splitlines(), start=1):
         if m := _RELEASE_NAME.match(line):
             blocks.append((number, {"name": m["name"]}))
         elif blocks and (m := _FIELD.match(line)):

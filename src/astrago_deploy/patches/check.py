@@ -15,7 +15,7 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.releases import declared_releases
 from astrago_deploy.patches import kustomize as patching
-from astrago_deploy.render.manifests import load_documents, resource_id
+from astrago_deploy.render.manifests import read_documents, resource_id
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -55,7 +55,7 @@ def check_patches(
     for env in envs:
         for release in wanted:
             manifests_file = out_root / env.name / f"{release}.yaml"
-            manifests = manifests_file.read_text() if manifests_file.is_file() else ""
+            manifests = manifests_file.read_text(encoding="utf-8") if manifests_file.is_file() else ""
             results += patching.check(layout.patches_dir, release, env.name, manifests, kustomizer)
     return results
 
@@ -82,7 +82,7 @@ def find_resource(
     same_kind: set[str] = set()
     for env in envs:
         path = layout.cache_dir / "unpatched" / env.name / f"{release}.yaml"
-        for doc in load_documents(path.read_text()) if path.is_file() else []:
+        for doc in read_documents(path) if path.is_file() else []:
             if doc.get("kind") == kind:
                 if (doc.get("metadata") or {}).get("name") == name:
                     return doc

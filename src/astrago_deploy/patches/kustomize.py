@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import ConfigError, KubectlError
+from astrago_deploy.core.yaml import CommentedMap, CommentedSeq
 from astrago_deploy.render.manifests import load_documents
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -119,7 +117,7 @@ class PatchEntry:
     def patch_text(self) -> str:
         if self.file is not None:
             try:
-                return self.file.read_text()
+                return yaml.read_text(self.file)
             except FileNotFoundError as exc:
                 raise ConfigError(f"{self.file}: patch file does not exist") from exc
         if isinstance(self.raw, dict) and isinstance(self.raw.get("patch"), str):
@@ -140,10 +138,7 @@ class PatchEntry:
                 str(t.get("annotationSelector", "")),
             )
         text = self.patch_text()
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{self.label(self.layer)}: not valid YAML: {yaml_files.first_line(str(exc))}") from exc
+        docs = [d for d in yaml.load_all(text, self.label(self.layer)) if d is not None]
         if len(docs) != 1 or not isinstance(docs[0], dict):
             if docs and isinstance(docs[0], list):
                 raise ConfigError(f"{self.label(self.layer)}: a JSON 6902 patch needs a `target:` in the kustomization")
@@ -167,7 +162,7 @@ def load_kustomization(folder: Path) -> dict[str, Any]:
     path = kustomization_file(folder)
     if path is None:
         raise ConfigError(f"{folder}: no kustomization.yaml")
-    return yaml_files.read_mapping(path)
+    return yaml.read_mapping(path)
 
 
 def patch_layers(patches_dir: Path, release: str, env: str) -> list[Path]:
@@ -203,8 +198,8 @@ class Kustomizer:
             work = Path(tmp)
             base = work / "base"
             base.mkdir()
-            (base / RENDERED).write_text(manifests)
-            (base / "kustomization.yaml").write_text(yaml.safe_dump({"resources": [RENDERED]}))
+            (base / RENDERED).write_text(manifests, encoding="utf-8")
+            (base / "kustomization.yaml").write_text(yaml.dump({"resources": [RENDERED]}), encoding="utf-8")
             previous = "../base"
             for index, (folder, kustomization) in enumerate(layers):
                 copy = work / f"layer{index}"
@@ -213,7 +208,7 @@ class Kustomizer:
                     (copy / name).unlink(missing_ok=True)
                 data = dict(kustomization)
                 data["resources"] = [previous, *(data.get("resources") or [])]
-                (copy / "kustomization.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+                (copy / "kustomization.yaml").write_text(yaml.dump(data), encoding="utf-8")
                 previous = f"../layer{index}"
             top = work / previous.removeprefix("../")
             command = Command([str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=120)
@@ -280,7 +275,7 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
             try:
                 patched = kustomizer.build(current, [(layer, _only(kustomization, entry))])
             except KubectlError as exc:
-                reason = yaml_files.first_line(exc.stderr.replace("Error: ", "")) or "kustomize failed"
+                reason = yaml.first_line(exc.stderr.replace("Error: ", "")) or "kustomize failed"
                 yield PatchStatus(release, env, label, target.describe(), "failed", reason)
                 continue
             if _canonical(load_documents(patched)) == _canonical(docs):
@@ -301,7 +296,7 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
 
 
 def _canonical(docs: list[dict[str, Any]]) -> list[str]:
-    return sorted(yaml.safe_dump(d, sort_keys=True) for d in docs)
+    return sorted(yaml.dump(d, sort_keys=True) for d in docs)
 
 
 # --- whole-repository operations (behind inv patches.check / patches.new) --------------------
@@ -332,7 +327,7 @@ def scaffold_patch(patches_dir: Path, release: str, resource: dict[str, Any], en
     patch_text = (
         f"# Why: say here why {kind} {name} needs this change and why values cannot do it.\n"
         "# Strategic-merge patch: write only the fields to change (lists of containers merge by name).\n"
-        + yaml.safe_dump(skeleton, sort_keys=False)
+        + yaml.dump(skeleton)
     )
     kustomization = kustomization_file(folder)
     entry = {"path": patch_file.name}
@@ -340,10 +335,7 @@ def scaffold_patch(patches_dir: Path, release: str, resource: dict[str, Any], en
         kustomization = folder / "kustomization.yaml"
         kustomization_text = (
             f"# Kustomize patches for release {release}{' in ' + env if env else ''}, applied by scripts/post-render.\n"
-            + yaml.safe_dump(
-                {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "patches": [entry]},
-                sort_keys=False,
-            )
+            + yaml.dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "patches": [entry]})
         )
     else:
         kustomization_text = _append_patch_entry(kustomization, entry)
@@ -356,11 +348,12 @@ def scaffold_patch(patches_dir: Path, release: str, resource: dict[str, Any], en
 
 def _append_patch_entry(kustomization: Path, entry: dict[str, str]) -> str:
     """Add an entry to `patches:` keeping the file's comments and layout (round-trip edit)."""
-    doc = yaml_files.load_for_edit(kustomization)
+    edited = yaml.load_for_edit(kustomization)
+    doc = edited.doc
     patches = doc.get("patches")
     if patches is None:
         patches = doc["patches"] = CommentedSeq()
     if not isinstance(patches, list):
         raise ConfigError(f"{kustomization}: patches must be a list")
     patches.append(CommentedMap(entry))
-    return yaml_files.dump(doc)
+    return edited.text()

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core import yaml
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.render.manifests import load_documents, resource_id, scrub_secret
+from astrago_deploy.render.manifests import read_documents, resource_id, scrub_secret
 from astrago_deploy.render.renderer import EnvironmentRender, Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -55,13 +54,13 @@ def load_render(folder: Path) -> dict[str, tuple[str, dict[str, Any]]]:
         return resources
     for path in sorted(folder.glob("*.yaml")):
         release = path.stem
-        for doc in load_documents(path.read_text()):
+        for doc in read_documents(path):
             resources[f"{release}:{resource_id(doc)}"] = (release, doc)
     return resources
 
 
 def _text(doc: dict[str, Any]) -> list[str]:
-    return yaml.safe_dump(scrub_secret(doc, REDACTED)[0], sort_keys=True, width=1 << 20).splitlines(keepends=True)
+    return yaml.dump(scrub_secret(doc, REDACTED)[0], sort_keys=True).splitlines(keepends=True)
 
 
 def diff_folders(env: str, before: Path, after: Path) -> EnvironmentDiff:

@@ -4,18 +4,38 @@ Secret values scrubbed (generated ones normalized by the renderer, any redacted 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import yaml
+from astrago_deploy.core import yaml
 
 _POD_CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
 _SECRET_SECTIONS = ("data", "stringData")
+_CRD_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def load_documents(text: str) -> list[dict[str, Any]]:
-    """Every non-empty mapping document of a multi-document YAML stream."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(text, Loader=loader) if isinstance(doc, dict)]
+def load_documents(text: str, source: str | Path = "<string>") -> list[dict[str, Any]]:
+    """Every non-empty mapping document of a multi-document YAML stream (YamlError names `source`)."""
+    return [doc for doc in yaml.load_all(text, source) if isinstance(doc, dict)]
+
+
+def read_documents(path: Path) -> list[dict[str, Any]]:
+    """Every non-empty mapping document of the file at `path`."""
+    return [doc for doc in yaml.read_all(path) if isinstance(doc, dict)]
+
+
+def crd_files(root: Path) -> list[Path]:
+    """The files helm installs as CRDs: those below the `crds/` folder of each chart under `root`.
+
+    A subchart may itself be named `crds` (kube-prometheus-stack's is): its `templates/` are
+    Go templates, not CRD files, so the folder counts only where it sits next to a Chart.yaml.
+    """
+    found: list[Path] = []
+    for chart_yaml in sorted(root.rglob("Chart.yaml")):
+        folder = chart_yaml.parent / "crds"
+        if folder.is_dir():
+            found += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _CRD_SUFFIXES)
+    return found
 
 
 def scrub_secret(doc: dict[str, Any], placeholder: str) -> tuple[dict[str, Any], list[str]]:

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from astrago_deploy import __version__
-from astrago_deploy.core import atomic
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
@@ -147,8 +145,8 @@ def sort_key(doc: dict[str, Any]) -> tuple[int, str, str, str, str]:
 
 
 def dump_documents(docs: Sequence[dict[str, Any]]) -> str:
-    parts = [yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 20) for doc in docs]
-    return "".join(f"---\n{part}" for part in parts)
+    # Ambiguous strings are quoted: kustomize and the apiserver read back what is reviewed.
+    return yaml.dump_all(docs)
 
 
 def split_releases(stream: str) -> dict[str, str]:
@@ -225,10 +223,7 @@ class Renderer:
             raise AstragoError(f"{env}: rendered output carries no release markers (is scripts/post-render wired?)")
         releases = {}
         for name, text in sorted(chunks.items()):
-            try:
-                docs = load_documents(text)
-            except yaml.YAMLError as exc:
-                raise AstragoError(f"{env}/{name}: rendered output is not valid YAML: {exc}") from exc
+            docs = load_documents(text, f"{env}/{name} (rendered by helmfile)")
             normalized = [item for doc in docs for item in normalize(doc)]
             releases[name] = RenderedRelease(name, sorted(docs, key=sort_key), normalized)
         return releases
@@ -238,8 +233,8 @@ class Renderer:
         out_dir = self.out_root / env.name
         key = render_key(self.layout, env) + ("" if self.patches else "-unpatched")
         key_file = out_dir / KEY_FILE
-        if self.use_cache and key_file.is_file() and key_file.read_text().strip() == key:
-            summary = json.loads((out_dir / ".summary.json").read_text())
+        if self.use_cache and key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
+            summary = json.loads((out_dir / ".summary.json").read_text(encoding="utf-8"))
             return EnvironmentRender(
                 env.name, time.monotonic() - started, True, summary["documents"], summary["normalized"], out_dir
             )
@@ -247,13 +242,14 @@ class Renderer:
         self.out_root.mkdir(parents=True, exist_ok=True)
         with atomic.staging_dir(self.out_root, env.name) as staged:
             for name, release in releases.items():
-                (staged / f"{name}.yaml").write_text(dump_documents(release.documents))
+                (staged / f"{name}.yaml").write_text(dump_documents(release.documents), encoding="utf-8")
             counts = {name: len(r.documents) for name, r in releases.items()}
             normalized = {name: r.normalized for name, r in releases.items() if r.normalized}
             (staged / ".summary.json").write_text(
-                json.dumps({"documents": counts, "normalized": normalized}, indent=2, sort_keys=True) + "\n"
+                json.dumps({"documents": counts, "normalized": normalized}, indent=2, sort_keys=True) + "\n",
+                encoding="utf-8",
             )
-            (staged / KEY_FILE).write_text(key + "\n")
+            (staged / KEY_FILE).write_text(key + "\n", encoding="utf-8")
             atomic.replace_dir(staged, out_dir)
         return EnvironmentRender(env.name, time.monotonic() - started, False, counts, normalized, out_dir)
 

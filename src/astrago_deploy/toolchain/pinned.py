@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from astrago_deploy.core import atomic
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import (
@@ -98,11 +96,9 @@ class ToolStatus:
 def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
     path = layout.toolchain_manifest
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.read(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     tools = raw.get("tools") if isinstance(raw, dict) else None
     if not isinstance(tools, dict) or not tools:
         raise ConfigError(f"{path}: expected a 'tools:' mapping")
@@ -219,7 +215,7 @@ def _stamp_path(layout: RepoLayout) -> Path:
 
 def _read_stamps(layout: RepoLayout) -> dict[str, Any]:
     try:
-        data = json.loads(_stamp_path(layout).read_text())
+        data = json.loads(_stamp_path(layout).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
+from astrago_deploy.core import yaml
 from astrago_deploy.render.diff import EnvironmentDiff
-from astrago_deploy.render.manifests import images, load_documents
+from astrago_deploy.render.manifests import crd_files, images, read_documents
 
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
@@ -95,15 +94,20 @@ def affected_overrides(overrides: dict[str, dict[str, Any]], diff: ValuesDiff) -
     return found
 
 
-def load_override(path: Path) -> dict[str, Any]:
-    """Values a file sets; `.gotmpl` files are read with template expressions blanked out."""
-    text = path.read_text()
+def load_override(path: Path, unreadable: list[str]) -> dict[str, Any]:
+    """Values a file sets; `.gotmpl` files are read with template expressions blanked out.
+
+    A file that cannot be read is added to `unreadable` (the report shows it) and sets nothing.
+    """
+    text = yaml.read_text(path)
     if path.suffix == ".gotmpl":
-        lines = [line for line in text.splitlines() if not re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line)]
+        # Directive lines become empty lines, so a YAML error's line number is the file's.
+        lines = ["" if re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line) else line for line in text.splitlines()]
         text = re.sub(r"\{\{.*?\}\}", "TEMPLATED", "\n".join(lines))
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = yaml.load(text, path)
+    except yaml.YamlError as exc:
+        unreadable.append(str(exc))
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -111,13 +115,20 @@ def load_override(path: Path) -> dict[str, Any]:
 # --- CRDs --------------------------------------------------------------------------------
 
 
-def crds_of_tree(chart_dir: Path) -> dict[str, dict[str, Any]]:
-    """CustomResourceDefinitions shipped in `crds/` folders (chart and subcharts), by name."""
+def crds_of_tree(chart_dir: Path, unreadable: list[str]) -> dict[str, dict[str, Any]]:
+    """CustomResourceDefinitions shipped in `crds/` folders (chart and subcharts), by name.
+
+    A file that cannot be read is added to `unreadable`: its CRDs are missing from the
+    comparison, and the report says so rather than under-rating the bump.
+    """
     found = {}
-    for path in sorted(chart_dir.rglob("crds/**/*.y*ml")):
+    for path in crd_files(chart_dir):
+        # Named from charts/external/ so the report reads the same from any checkout.
+        label = path.relative_to(chart_dir.parent.parent.parent) if len(chart_dir.parents) > 2 else path
         try:
-            docs = load_documents(path.read_text())
-        except yaml.YAMLError:
+            docs = [doc for doc in yaml.load_all(yaml.read_text(path), label) if isinstance(doc, dict)]
+        except yaml.YamlError as exc:
+            unreadable.append(str(exc))
             continue
         for doc in docs:
             if doc.get("kind") == "CustomResourceDefinition":
@@ -131,7 +142,7 @@ def crds_of_render(folder: Path, release: str) -> dict[str, dict[str, Any]]:
         return {}
     return {
         str(d["metadata"]["name"]): d | {"_source": "templates"}
-        for d in load_documents(path.read_text())
+        for d in read_documents(path)
         if d.get("kind") == "CustomResourceDefinition"
     }
 
@@ -154,6 +165,7 @@ def _versions(crd: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def diff_crds(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {
+        "compared": sorted(set(old) | set(new)),
         "added": sorted(set(new) - set(old)),
         "removed": sorted(set(old) - set(new)),
         "changed": {},
@@ -193,7 +205,7 @@ def _strip(crd: dict[str, Any]) -> Any:
 def images_of_render(folder: Path) -> set[str]:
     found: set[str] = set()
     for path in sorted(folder.glob("*.yaml")):
-        for doc in load_documents(path.read_text()):
+        for doc in read_documents(path):
             found |= images(doc)
     return found
 
@@ -232,9 +244,9 @@ def changelog(versions: list[ChartVersion], old: str, new: str) -> list[dict[str
         raw = entry.annotations.get("artifacthub.io/changes", "")
         if raw:
             try:
-                parsed = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                parsed = [raw]
+                parsed = yaml.load(raw, f"{entry.name} {entry.version} artifacthub.io/changes")
+            except yaml.YamlError:
+                parsed = [raw]  # shown as written
             for item in parsed if isinstance(parsed, list) else [parsed]:
                 if isinstance(item, dict):
                     changes.append(
@@ -264,9 +276,9 @@ def release_links(entry: ChartVersion) -> list[str]:
     links = []
     raw = entry.annotations.get("artifacthub.io/links", "")
     try:
-        parsed = yaml.safe_load(raw) if raw else []
-    except yaml.YAMLError:
-        parsed = []
+        parsed = yaml.load(raw, f"{entry.name} {entry.version} artifacthub.io/links") if raw else []
+    except yaml.YamlError:
+        parsed = []  # the source links below still apply
     for item in parsed if isinstance(parsed, list) else []:
         if isinstance(item, dict) and re.search(r"release|change", str(item.get("name", "")), re.IGNORECASE):
             links.append(str(item.get("url")))
@@ -295,6 +307,9 @@ class UpgradeReport:
     patches: list[dict[str, Any]]
     changelog: list[dict[str, Any]]
     render_notes: list[str] = field(default_factory=list)
+    # Files the analysis could not read ("FILE:LINE: not valid YAML: ..."): what they hold is
+    # missing from the comparison, so the report names them and rates the bump high.
+    unreadable: list[str] = field(default_factory=list)
     # env -> offline.registry, for environments that pull through a site registry
     offline_registries: dict[str, str] = field(default_factory=dict)
 
@@ -335,6 +350,7 @@ class UpgradeReport:
             or self.crd_changed
             or failing
             or self.render_notes
+            or self.unreadable
             or any(o.change == "removed" for o in self.overrides)
         ):
             return "high"
@@ -367,6 +383,7 @@ class UpgradeReport:
         if failing:
             lines.append(f"patches: {len(failing)} stale or failed")
         lines += self.render_notes
+        lines += [f"not analysed (unreadable): {problem}" for problem in self.unreadable]
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -396,6 +413,7 @@ class UpgradeReport:
             "patches": self.patches,
             "changelog": self.changelog,
             "render_notes": self.render_notes,
+            "unreadable": self.unreadable,
         }
 
     def mirror_list(self) -> list[str]:
@@ -550,10 +568,10 @@ class UpgradeReport:
         (named in the Markdown as `shown_path`, e.g. relative to the checkout)."""
         folder.mkdir(parents=True, exist_ok=True)
         full_diff_path.parent.mkdir(parents=True, exist_ok=True)
-        full_diff_path.write_text(self.full_diff())
+        full_diff_path.write_text(self.full_diff(), encoding="utf-8")
         md, js = folder / f"{stem}.md", folder / f"{stem}.json"
-        md.write_text(self.markdown(shown_path or str(full_diff_path)))
-        js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n")
+        md.write_text(self.markdown(shown_path or str(full_diff_path)), encoding="utf-8")
+        js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
         return md, js
 
 

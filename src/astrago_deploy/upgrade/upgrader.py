@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
-import yaml
 
 from astrago_deploy.charts.index import ChartVersion, IndexCache, newest, parse_version
 from astrago_deploy.charts.oci import OciChart
 from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.charts.vendor import ChartVendor
-from astrago_deploy.core import atomic
+from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import AstragoError, GitError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.github import DEFAULT_API, GitHub, github_repository
@@ -253,9 +252,10 @@ class Upgrader:
         values = upgrade_report.diff_values(
             ChartValues.load(old_dir).coalesced_defaults(), ChartValues.load(new_dir).coalesced_defaults()
         )
-        overrides = self._override_files(tree, releases)
-        old_crds = upgrade_report.crds_of_tree(old_dir)
-        new_crds = upgrade_report.crds_of_tree(new_dir)
+        unreadable: list[str] = []
+        overrides = self._override_files(tree, releases, unreadable)
+        old_crds = upgrade_report.crds_of_tree(old_dir, unreadable)
+        new_crds = upgrade_report.crds_of_tree(new_dir, unreadable)
         for release in releases:
             old_crds |= upgrade_report.crds_of_render(before / envs[0].name, release)
             new_crds |= upgrade_report.crds_of_render(after / envs[0].name, release)
@@ -281,6 +281,7 @@ class Upgrader:
             patches=patches,
             changelog=upgrade_report.changelog(versions, chart.version, target),
             render_notes=notes,
+            unreadable=unreadable,
             offline_registries={
                 e.name: str(reg)
                 for e in envs
@@ -292,14 +293,16 @@ class Upgrader:
         md, js = report.write(tree.reports_dir / "upgrades", stem, work / "full.diff", shown)
         return report, (md, js)
 
-    def _override_files(self, tree: RepoLayout, releases: list[str]) -> dict[str, dict[str, object]]:
+    def _override_files(
+        self, tree: RepoLayout, releases: list[str], unreadable: list[str]
+    ) -> dict[str, dict[str, object]]:
         files: dict[str, dict[str, object]] = {}
         for release in releases:
             candidates = sorted(tree.environments_dir.glob(f"**/releases/{release}.yaml"))
             candidates.append(tree.helmfile_dir / "values" / f"{release}.yaml.gotmpl")
             for path in candidates:
                 if path.is_file():
-                    files[str(path.relative_to(tree.root))] = upgrade_report.load_override(path)
+                    files[str(path.relative_to(tree.root))] = upgrade_report.load_override(path, unreadable)
         return files
 
     def _commit(self, tree: RepoLayout, name: str, old: str, new: str, report: upgrade_report.UpgradeReport) -> str:
@@ -359,8 +362,7 @@ class Upgrader:
 
 
 def _chart_meta(chart_dir: Path) -> dict[str, object]:
-    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
-    return meta if isinstance(meta, dict) else {}
+    return yaml.read_mapping(chart_dir / "Chart.yaml")
 
 
 def _headline(exc: Exception) -> str:

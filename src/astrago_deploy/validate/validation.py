@@ -31,16 +31,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema  # type: ignore[import-untyped]  # ships no type information
-import yaml
 from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.version import __version__ as KV_VERSION
 from referencing import Registry, Resource
 
-from astrago_deploy.core import yaml_files
+from astrago_deploy.core import yaml
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
-from astrago_deploy.render.manifests import images, load_documents, resource_id
+from astrago_deploy.render.manifests import crd_files, images, load_documents, read_documents, resource_id
 from astrago_deploy.render.renderer import NORMALIZED
 
 Severity = Literal["error", "warning"]
@@ -125,7 +124,7 @@ def kubernetes_version(layout: RepoLayout, env: str | None = None) -> str:
     value: object = None
     origin: Path | None = None
     for path in _layer_files(layout, env):
-        cluster = yaml_files.read_mapping(path, missing_ok=True).get("cluster")
+        cluster = yaml.read_mapping(path, missing_ok=True).get("cluster")
         if isinstance(cluster, dict) and "kubernetesVersion" in cluster:
             value, origin = cluster["kubernetesVersion"], path
     if origin is None:
@@ -149,7 +148,7 @@ def _schema_dir(version: str, strict: bool) -> str:
 
 @functools.cache
 def _definitions(schema_dir: str) -> Registry[Any]:
-    text = (_schema_root() / schema_dir / "_definitions.json").read_text()
+    text = (_schema_root() / schema_dir / "_definitions.json").read_text(encoding="utf-8")
     return Resource.from_contents(json.loads(text)) @ Registry()
 
 
@@ -176,7 +175,7 @@ def _builtin_validator(schema_dir: str, group: str, version: str, kind: str) -> 
     path = _schema_root() / schema_dir / f"{kind.lower()}-{api}.json"
     if not path.is_file():
         return None
-    schema = json.loads(path.read_text())
+    schema = json.loads(path.read_text(encoding="utf-8"))
     # The file name drops the group's domain: make sure this is the kind asked for, not a
     # custom resource whose group merely starts the same (apps.example.com vs apps).
     gvks = schema.get("x-kubernetes-group-version-kind") or []
@@ -222,23 +221,24 @@ def _chart_files(root: Path) -> Iterator[Path]:
 
 
 def _crd_folder_documents(path: Path) -> list[dict[str, Any]]:
-    try:
-        return load_documents(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: CRD file is not valid YAML: {exc}") from exc
+    # helm installs every file of `crds/` as is: one it cannot read is an error (a YamlError
+    # naming the file and line), not a CRD to leave out of the schema index.
+    return read_documents(path)
 
 
 def _template_crds(path: Path) -> list[dict[str, Any]]:
     """CRDs in a chart template, when the template is plain YAML inside `{{ if }}` guards."""
-    text = path.read_text(errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace")
     if "CustomResourceDefinition" not in text:
         return []
     kept = "".join(line for line in text.splitlines(keepends=True) if not _DIRECTIVE_LINE.match(line))
     if "{{" in kept:
         return []
     try:
-        return load_documents(kept)
-    except yaml.YAMLError:
+        return load_documents(kept, path)
+    except yaml.YamlError:
+        # A template that is not YAML without helm is no failure: the render holds what helm
+        # makes of it, and the render's CRDs take precedence over these.
         return []
 
 
@@ -251,9 +251,10 @@ def crd_schemas(layout: RepoLayout, documents: Iterable[Mapping[str, Any]] = ())
     from_templates: list[dict[str, Any]] = []
     from_folders: list[dict[str, Any]] = []
     for root in (layout.external_dir, layout.custom_dir):
+        in_crd_folders = set(crd_files(root)) if root.is_dir() else set()
         for path in _chart_files(root):
             parts = path.relative_to(root).parts
-            if "crds" in parts[:-1]:
+            if path in in_crd_folders:
                 from_folders += _crd_folder_documents(path)
             elif "templates" in parts[:-1]:
                 from_templates += _template_crds(path)
@@ -553,9 +554,9 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
         for path in _rendered_files(layout, env.name):
             source = str(path.relative_to(layout.root)) if path.is_relative_to(layout.root) else str(path)
             try:
-                loaded[source] = load_documents(path.read_text())
-            except yaml.YAMLError as exc:
-                findings.append(Finding(source, "(file)", f"not valid YAML: {_shorten(str(exc))}"))
+                loaded[source] = load_documents(yaml.read_text(path), source)
+            except yaml.YamlError as exc:
+                findings.append(Finding(source, "(file)", _shorten(str(exc))))
         crds = {**chart_crds, **crd_schemas_of(doc for docs in loaded.values() for doc in docs)}
         for source, docs in loaded.items():
             findings += validate_documents(docs, version, crds, source=source)
