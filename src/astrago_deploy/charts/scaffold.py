@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, files, yaml_files
 from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.releases import TIERS, declared_releases
@@ -56,8 +56,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
     values_file = layout.environments_dir / "base" / "releases" / f"{release}.yaml"
     if values_file.exists():
         raise InputError(f"{values_file.relative_to(layout.root)} already exists")
-    tier_text = tier_file.read_text()
-    files = {
+    tier_text = files.read_text(tier_file)
+    writes = {
         tier_file: tier_text
         + ("" if tier_text.endswith("\n") else "\n")
         + release_block(release, chart, namespace, tier),
@@ -67,8 +67,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
         ),
     }
     base_values = layout.environments_dir / "base" / "values.yaml"
-    files[base_values] = _with_toggle(base_values, release)
-    return ReleasePlan(layout, files)
+    writes[base_values] = _with_toggle(base_values, release)
+    return ReleasePlan(layout, writes)
 
 
 def _with_toggle(path: Path, release: str) -> str:

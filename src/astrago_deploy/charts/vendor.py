@@ -10,11 +10,11 @@ into place; the lock is written last and atomically. A file lock keeps concurren
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.errors import AstragoError, ConfigError, InputError, IntegrityError
 from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.model.releases import declared_releases
 
@@ -165,15 +166,8 @@ class ChartVendor:
         if not charts:
             return []
         workers = min(MAX_PARALLEL_DOWNLOADS, len(charts))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor") as pool:
-            futures = [pool.submit(self.stage, chart, staging_root) for chart in charts]
-            staged: list[StagedChart] = []
-            failures: list[tuple[str, AstragoError]] = []
-            for chart, future in zip(charts, futures, strict=True):
-                try:
-                    staged.append(future.result())
-                except AstragoError as exc:
-                    failures.append((chart.name, exc))
+        jobs = [(chart.name, functools.partial(self.stage, chart, staging_root)) for chart in charts]
+        staged, failures = run_jobs(jobs, workers, "vendor")
         if failures:
             lines = [str(exc) if str(exc).startswith(name) else f"{name}: {exc}" for name, exc in failures]
             message = "\n".join(lines) + "\nnothing was changed (charts/external and the lock are as before)"

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from astrago_deploy.core import files
 from astrago_deploy.core.errors import ConfigError
 
 
@@ -27,7 +28,7 @@ def first_line(text: str) -> str:
 def read_mapping(path: Path, missing_ok: bool = False) -> dict[str, Any]:
     """The mapping in `path` (empty for an empty file, or a missing one with `missing_ok`)."""
     try:
-        text = path.read_text()
+        text = files.read_text(path)
     except FileNotFoundError:
         if missing_ok:
             return {}
@@ -54,7 +55,7 @@ def round_trip() -> YAML:
 def load_for_edit(path: Path) -> CommentedMap:
     """A round-trip document of `path`, which must hold a mapping."""
     try:
-        doc = round_trip().load(path.read_text())
+        doc = round_trip().load(files.read_text(path))
     except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {first_line(str(exc))}") from exc
     if not isinstance(doc, CommentedMap):

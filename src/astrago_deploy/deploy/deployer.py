@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core import files
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
@@ -53,7 +54,7 @@ def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:
 def _app_labels(layout: RepoLayout) -> set[str]:
     labels = set()
     for tier_file in layout.releases_dir.glob("*.yaml.gotmpl"):
-        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", tier_file.read_text()))
+        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", files.read_text(tier_file)))
     return labels
 
 

@@ -15,6 +15,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core import files
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -49,7 +50,7 @@ def yamllint_problems(layout: RepoLayout) -> list[str]:
     config = YamlLintConfig(YAMLLINT_CONFIG)
     problems = []
     for path in repository_yaml(layout):
-        for problem in linter.run(path.read_text(), config, str(path)):
+        for problem in linter.run(files.read_text(path), config, str(path)):
             rel = path.relative_to(layout.root)
             problems.append(f"{rel}:{problem.line}:{problem.column}: {problem.desc} ({problem.rule})")
     return problems

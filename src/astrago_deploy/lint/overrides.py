@@ -22,6 +22,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from astrago_deploy.core import files
+from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import VersionsLock
 from astrago_deploy.model.releases import ReleaseRef, declared_releases
@@ -55,7 +57,7 @@ class ChartValues:
         meta = _safe_yaml(chart_dir / "Chart.yaml") or {}
         defaults = _safe_yaml(chart_dir / "values.yaml") or {}
         schema_file = chart_dir / "values.schema.json"
-        schema = json.loads(schema_file.read_text()) if schema_file.is_file() else None
+        schema = _json_schema(schema_file) if schema_file.is_file() else None
         subcharts = {}
         for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
             loaded = cls.load(sub.parent)
@@ -69,9 +71,17 @@ class ChartValues:
         )
 
 
+def _json_schema(path: Path) -> dict[str, Any] | None:
+    try:
+        schema = json.loads(files.read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    return schema if isinstance(schema, dict) else None
+
+
 def _safe_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(files.read_text(path))
     except FileNotFoundError:
         return None
 
@@ -84,7 +94,7 @@ def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[s
     if key in props:
         return True, props[key] if isinstance(props[key], dict) else None
     for pattern, child in (schema.get("patternProperties") or {}).items():
-        if re.search(pattern, key):
+        if _pattern_matches(pattern, key):
             return True, child if isinstance(child, dict) else None
     additional = schema.get("additionalProperties")
     if isinstance(additional, dict):
@@ -92,6 +102,15 @@ def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[s
     if additional is True or (additional is None and not props and schema.get("type") in (None, "object")):
         return True, None
     return False, None
+
+
+def _pattern_matches(pattern: object, key: str) -> bool:
+    """A schema's pattern (ECMA-262; most are Python-readable too) matches `key`. One Python
+    cannot read allows nothing here: the key is then reported, never a traceback."""
+    try:
+        return isinstance(pattern, str) and re.search(pattern, key) is not None
+    except re.error:
+        return False
 
 
 class _Unreadable(Exception):
@@ -103,7 +122,7 @@ class _Unreadable(Exception):
 def _load_with_lines(path: Path) -> CommentedMap | None:
     """Round-trip load (line numbers); invalid YAML and duplicate keys are problems too."""
     try:
-        doc = YAML(typ="rt").load(path.read_text())
+        doc = YAML(typ="rt").load(files.read_text(path))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = int(mark.line) + 1 if mark is not None else 1

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from astrago_deploy.core import files
 from astrago_deploy.core.layout import RepoLayout
 
 # A key that names a credential ends with one of these words (harborAdminPassword, clientSecret).
@@ -69,4 +70,4 @@ def scan_text(path: Path, text: str) -> list[SecretFinding]:
 
 
 def scan(layout: RepoLayout) -> list[SecretFinding]:
-    return [f for path in scanned_files(layout) for f in scan_text(path, path.read_text())]
+    return [f for path in scanned_files(layout) for f in scan_text(path, files.read_text(path))]

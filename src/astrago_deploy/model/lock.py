@@ -14,7 +14,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, files, yaml_files
 from astrago_deploy.core.errors import ConfigError
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
@@ -56,7 +56,7 @@ class VersionsLock:
     @classmethod
     def load(cls, path: Path) -> VersionsLock:
         try:
-            text = path.read_text()
+            text = files.read_text(path)
         except FileNotFoundError:
             doc = CommentedMap()
             doc["charts"] = CommentedMap()

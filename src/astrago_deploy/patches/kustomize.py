@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from astrago_deploy.core import atomic, yaml_files
+from astrago_deploy.core import atomic, files, yaml_files
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import ConfigError, KubectlError
 from astrago_deploy.render.manifests import load_documents
@@ -119,7 +119,7 @@ class PatchEntry:
     def patch_text(self) -> str:
         if self.file is not None:
             try:
-                return self.file.read_text()
+                return files.read_text(self.file)
             except FileNotFoundError as exc:
                 raise ConfigError(f"{self.file}: patch file does not exist") from exc
         if isinstance(self.raw, dict) and isinstance(self.raw.get("patch"), str):
@@ -130,6 +130,13 @@ class PatchEntry:
         """The explicit target selector, or the resource the strategic-merge patch names."""
         if isinstance(self.raw, dict) and isinstance(self.raw.get("target"), dict):
             t = self.raw["target"]
+            for key in ("group", "version", "kind", "name", "namespace"):
+                # kustomize reads these as regular expressions; so does Target.matches.
+                try:
+                    re.compile(str(t.get(key, "")))
+                except re.error as exc:
+                    where = f"{self.label(self.layer)}: target.{key} {t.get(key)!r}"
+                    raise ConfigError(f"{where} is not a valid regular expression ({exc})") from exc
             return Target(
                 str(t.get("group", "")),
                 str(t.get("version", "")),

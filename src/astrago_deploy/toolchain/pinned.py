@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from astrago_deploy.core import atomic
+from astrago_deploy.core import atomic, files
 from astrago_deploy.core.command import Command
 from astrago_deploy.core.errors import (
     CommandError,
@@ -105,7 +105,7 @@ def sha256_file(path: Path) -> str:
 def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
     path = layout.toolchain_manifest
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(files.read_text(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing") from exc
     except yaml.YAMLError as exc:
@@ -127,7 +127,10 @@ def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
             kind = src.get("type") if isinstance(src, dict) else None
             if kind not in ("archive", "binary", "pypi-wheel", "directory"):
                 raise ConfigError(f"{path}: tools.{name}.sources[{index}].type {kind!r} is unknown")
-            sources.append(Source(**{k: str(v) for k, v in src.items()}))
+            unknown = sorted(set(map(str, src)) - set(Source.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"{path}: tools.{name}.sources[{index}] has unknown keys: {', '.join(unknown)}")
+            sources.append(Source(**{str(k): str(v) for k, v in src.items()}))
         if not sources:
             raise ConfigError(f"{path}: tools.{name} has no sources")
         pins[name] = ToolPin(name, str(spec.get("version", "")), sha, tuple(sources))

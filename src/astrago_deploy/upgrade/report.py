@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 from astrago_deploy.charts.index import ChartVersion, bump_kind, parse_version, version_key
+from astrago_deploy.core import files
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
+from astrago_deploy.core.errors import FileAccessError
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.manifests import images, load_documents
 
@@ -109,17 +112,52 @@ def affected_overrides(overrides: dict[str, dict[str, Any]], diff: ValuesDiff) -
     return found
 
 
-def load_override(path: Path) -> dict[str, Any]:
-    """Values a file sets; `.gotmpl` files are read with template expressions blanked out."""
-    text = path.read_text()
+class UnreadableOverride(Exception):
+    """An override file whose keys cannot be checked; the report shows `diagnostic`."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(format_diagnostic(diagnostic))
+        self.diagnostic = diagnostic
+
+
+def load_override(path: Path, shown: str = "") -> dict[str, Any]:
+    """Values a file sets; `.gotmpl` files are read with template expressions blanked out.
+
+    A file that cannot be read raises UnreadableOverride: the report must say its keys went
+    unchecked rather than treat it as setting nothing.
+    """
+    shown = shown or str(path)
+    try:
+        text = files.read_text(path)
+    except FileAccessError as exc:
+        raise UnreadableOverride(Diagnostic(shown, exc.line, "", "error", exc.reason)) from exc
     if path.suffix == ".gotmpl":
-        lines = [line for line in text.splitlines() if not re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line)]
+        # Blanking keeps line numbers: whole-line directives become empty lines.
+        lines = ["" if re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line) else line for line in text.splitlines()]
         text = re.sub(r"\{\{.*?\}\}", "TEMPLATED", "\n".join(lines))
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = int(mark.line) + 1 if mark is not None else None
+        reason = str(getattr(exc, "problem", "") or exc).split("\n")[0]
+        raise UnreadableOverride(
+            Diagnostic(shown, line, "", "error", f"not valid YAML: {reason}", "fix the file; its keys were not checked")
+        ) from exc
     return data if isinstance(data, dict) else {}
+
+
+def read_overrides(paths: list[Path], root: Path) -> tuple[dict[str, dict[str, Any]], list[Diagnostic]]:
+    """The values each override file sets (by path shown), and the files that could not be read."""
+    values: dict[str, dict[str, Any]] = {}
+    unreadable: list[Diagnostic] = []
+    for path in paths:
+        shown = shown_path(path, root)
+        try:
+            values[shown] = load_override(path, shown)
+        except UnreadableOverride as exc:
+            unreadable.append(exc.diagnostic)
+    return values, unreadable
 
 
 # --- CRDs --------------------------------------------------------------------------------
@@ -135,7 +173,7 @@ def crds_of_tree(chart_dir: Path) -> dict[str, dict[str, Any]]:
             continue
         for doc in docs:
             if doc.get("kind") == "CustomResourceDefinition":
-                found[str(doc["metadata"]["name"])] = doc | {"_source": "crds/"}
+                found[_crd_name(doc, path.name)] = doc | {"_source": "crds/"}
     return found
 
 
@@ -144,10 +182,17 @@ def crds_of_render(folder: Path, release: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     return {
-        str(d["metadata"]["name"]): d | {"_source": "templates"}
+        _crd_name(d, path.name): d | {"_source": "templates"}
         for d in load_documents(path.read_text())
         if d.get("kind") == "CustomResourceDefinition"
     }
+
+
+def _crd_name(doc: dict[str, Any], file: str) -> str:
+    # A CRD without a name is invalid, yet it must show in the report rather than crash it.
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return str(name) if name else f"(unnamed CRD in {file})"
 
 
 def _schema_fields(schema: Any, prefix: str = "") -> set[str]:
@@ -309,6 +354,8 @@ class UpgradeReport:
     patches: list[dict[str, Any]]
     changelog: list[dict[str, Any]]
     render_notes: list[str] = field(default_factory=list)
+    # override files that could not be read: their keys went unchecked
+    unreadable_overrides: list[Diagnostic] = field(default_factory=list)
     # env -> offline.registry, for environments that pull through a site registry
     offline_registries: dict[str, str] = field(default_factory=dict)
 
@@ -350,6 +397,7 @@ class UpgradeReport:
             or failing
             or self.render_notes
             or any(o.change == "removed" for o in self.overrides)
+            or self.unreadable_overrides
         ):
             return "high"
         if self.bump == "minor" or self.overrides or self.values.removed or self.observed():
@@ -369,6 +417,10 @@ class UpgradeReport:
             )
         if self.overrides:
             lines.append(f"{len(self.overrides)} of our overrides touch removed or changed defaults")
+        if self.unreadable_overrides:
+            lines.append(
+                f"{len(self.unreadable_overrides)} override file(s) could not be read: their keys went unchecked"
+            )
         if self.crd_changed:
             lines.append(
                 f"CRDs: {len(self.crds['added'])} added, {len(self.crds['removed'])} removed, "
@@ -396,6 +448,7 @@ class UpgradeReport:
             "summary": self.notable(),
             "values": self.values.as_json(),
             "overrides_affected": [o.__dict__ for o in self.overrides],
+            "overrides_unreadable": [d.as_json() for d in self.unreadable_overrides],
             "crds": self.crds,
             "images": self.images,
             "mirror_images": self.mirror_list(),
@@ -465,9 +518,10 @@ class UpgradeReport:
         if not (self.values.added or self.values.removed or self.values.changed):
             out.append("No default value changed.")
         out += ["", "### Our overrides affected", ""]
-        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides] or [
-            "None of our environment or customer overrides touch a removed or changed default."
-        ]
+        out += [f"- `{format_diagnostic(d)}`" for d in self.unreadable_overrides]
+        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides]
+        if not (self.overrides or self.unreadable_overrides):
+            out.append("None of our environment or customer overrides touch a removed or changed default.")
         out += ["", "## CRDs", ""]
         if self.crd_changed:
             out += [f"- added: `{n}`" for n in self.crds["added"]]

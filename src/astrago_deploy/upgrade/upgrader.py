@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import filelock
 import yaml
@@ -25,6 +26,7 @@ from astrago_deploy.charts.index import ChartVersion, IndexCache, parse_version,
 from astrago_deploy.charts.oci import OciChart
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import atomic
+from astrago_deploy.core.diagnostics import Diagnostic
 from astrago_deploy.core.errors import AstragoError, GitError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.github import DEFAULT_API, GitHub, github_repository
@@ -252,7 +254,7 @@ class Upgrader:
         values = upgrade_report.diff_values(
             upgrade_report.chart_defaults(old_dir), upgrade_report.chart_defaults(new_dir)
         )
-        overrides = self._override_files(tree, releases)
+        overrides, unreadable_overrides = self._override_files(tree, releases)
         old_crds = upgrade_report.crds_of_tree(old_dir)
         new_crds = upgrade_report.crds_of_tree(new_dir)
         for release in releases:
@@ -269,6 +271,7 @@ class Upgrader:
             new_app=str(new_meta.get("appVersion", "")),
             values=values,
             overrides=upgrade_report.affected_overrides(overrides, values),
+            unreadable_overrides=unreadable_overrides,
             crds=upgrade_report.diff_crds(old_crds, new_crds),
             images={
                 e.name: upgrade_report.diff_images(
@@ -291,15 +294,15 @@ class Upgrader:
         md, js = report.write(tree.reports_dir / "upgrades", stem, work / "full.diff", shown)
         return report, (md, js)
 
-    def _override_files(self, tree: RepoLayout, releases: list[str]) -> dict[str, dict[str, object]]:
-        files: dict[str, dict[str, object]] = {}
+    def _override_files(
+        self, tree: RepoLayout, releases: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], list[Diagnostic]]:
+        paths: list[Path] = []
         for release in releases:
             candidates = sorted(tree.environments_dir.glob(f"**/releases/{release}.yaml"))
             candidates.append(tree.helmfile_dir / "values" / f"{release}.yaml.gotmpl")
-            for path in candidates:
-                if path.is_file():
-                    files[str(path.relative_to(tree.root))] = upgrade_report.load_override(path)
-        return files
+            paths += [path for path in candidates if path.is_file()]
+        return upgrade_report.read_overrides(paths, tree.root)
 
     def _commit(self, tree: RepoLayout, name: str, old: str, new: str, report: upgrade_report.UpgradeReport) -> str:
         repo = GitRepo(tree.root)

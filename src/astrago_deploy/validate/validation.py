@@ -419,7 +419,11 @@ def _messages(error: Any) -> list[str]:
         known = error.schema.get("properties") or {}
         patterns = list((error.schema.get("patternProperties") or {}).keys())
         instance = error.instance if isinstance(error.instance, dict) else {}
-        unknown = [key for key in instance if key not in known and not any(re.search(p, str(key)) for p in patterns)]
+        unknown = [
+            key
+            for key in instance
+            if key not in known and not any(_usable_pattern(p) and re.search(p, str(key)) for p in patterns)
+        ]
         if unknown:
             return [f"{_path([*where, key])}: unknown field" for key in unknown]
     if error.validator == "format" and error.validator_value == "byte":
