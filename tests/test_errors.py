@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from astrago_deploy.charts.archive import extract_chart
+from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.cli import user_errors
 from astrago_deploy.core import files
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
@@ -472,3 +473,10 @@ def test_a_diagnostic_is_one_line_with_its_fix() -> None:
     assert format_diagnostic(shown) == "environments/dev/values.yaml:3: cluster.x: not a setting (fix: remove it)"
     warning = Diagnostic("rendered/dev/a.yaml", None, "Deployment/ns/a", "warning", "no schema")
     assert format_diagnostic(warning) == "rendered/dev/a.yaml: warning: Deployment/ns/a: no schema"
+
+
+def test_charts_verify_reports_a_non_utf8_lock_as_a_diagnostic(project: RepoLayout) -> None:
+    project.lock_file.write_bytes(b"# \xff\n" + project.lock_file.read_bytes())
+    [problem] = ChartVendor(project, Fetcher()).verify()
+    assert (problem.file, problem.line) == ("charts/versions.lock", 1)
+    assert format_diagnostic(problem).startswith("charts/versions.lock:1: not UTF-8 text (byte 0xff at offset 2)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import files
 from astrago_deploy.core.command import Command
+from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -91,7 +92,7 @@ def plan(
     labels = selector(tier, app, layout)
     problems = ChartVendor(layout, Fetcher()).verify()
     if problems:
-        details = "\n".join(p.line() for p in problems)
+        details = "\n".join(format_diagnostic(p) for p in problems)
         raise AstragoError(f"refusing to {action} {env_name}: charts.verify failed:\n{details}")
     context = str((environments.settings(layout, env).get("cluster") or {}).get("kubeContext") or "")
     if not context:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # ships no type information
 import yaml
@@ -37,13 +37,13 @@ from kubernetes_validate.version import __version__ as KV_VERSION
 from referencing import Registry, Resource
 
 from astrago_deploy.core import yaml_files
+from astrago_deploy.core.diagnostics import Diagnostic, Severity
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.render.manifests import images, load_documents, resource_id
 from astrago_deploy.render.renderer import NORMALIZED
 
-Severity = Literal["error", "warning"]
 Gvk = tuple[str, str, str]  # (group, version, kind); group "" for the core API
 CrdIndex = dict[Gvk, dict[str, Any]]
 
@@ -54,31 +54,6 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _DIRECTIVE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
 _MESSAGE_LIMIT = 300
 _CRD_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem with one rendered document."""
-
-    source: str  # the rendered file (rendered/<env>/<release>.yaml) or what the caller named
-    resource: str  # Kind/namespace/name
-    message: str
-    severity: Severity = "error"
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity == "error"
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{self.severity.upper()} {where}{self.resource}: {self.message}"
-
-
-def errors(findings: Iterable[Finding]) -> list[Finding]:
-    return [finding for finding in findings if finding.is_error]
-
-
-# --- environment settings and the Kubernetes version ------------------------------------
 
 
 def _layer_files(layout: RepoLayout, env: str | None) -> list[Path]:
@@ -497,7 +472,7 @@ def validate_documents(
     crds: Mapping[Gvk, dict[str, Any]],
     strict: bool = True,
     source: str = "",
-) -> list[Finding]:
+) -> list[Diagnostic]:
     """Findings for `docs` against Kubernetes `k8s_version` and the CRD schemas `crds`.
 
     Built-in kinds: kubernetes-validate's schemas (strict: unknown fields are errors). Custom
@@ -510,11 +485,11 @@ def validate_documents(
     for doc in docs:
         ident = resource_id(doc)
         severity, messages = _validate_one(doc, schema_dir, crds, crd_validators, strict)
-        findings += [Finding(source, ident, message, severity) for message in messages]
+        findings += [Diagnostic(source, None, ident, severity, message) for message in messages]
     return findings
 
 
-def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source: str = "") -> list[Finding]:
+def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source: str = "") -> list[Diagnostic]:
     """An error for every image in `docs` not pulled from `registry` (host[:port][/path])."""
     prefix = registry.rstrip("/") + "/"
     release = Path(source).stem if source else ""
@@ -524,7 +499,7 @@ def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source
         for image in sorted(images(doc)):
             if not image.startswith(prefix):
                 message = f"image {image} is not pulled from the offline registry {registry}{named}"
-                findings.append(Finding(source, resource_id(doc), message))
+                findings.append(Diagnostic(source, None, resource_id(doc), "error", message))
     return findings
 
 
@@ -533,7 +508,7 @@ def _rendered_files(layout: RepoLayout, env: str) -> list[Path]:
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
+def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Diagnostic]:
     """Findings for every file of rendered/<env>/ of each environment (every one when none named).
 
     Each environment is validated against its own Kubernetes version; where its settings name
@@ -548,7 +523,7 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
             f"not rendered: {', '.join(missing)} (no {layout.rendered_dir}/<env>/*.yaml); run `inv render {flags}`"
         )
     chart_crds = crd_schemas(layout)
-    findings: list[Finding] = []
+    findings: list[Diagnostic] = []
     for env in selected:
         version = kubernetes_version(layout, env.name)
         offline = environments.settings(layout, env).get("offline")
@@ -559,7 +534,7 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
             try:
                 loaded[source] = load_documents(path.read_text())
             except yaml.YAMLError as exc:
-                findings.append(Finding(source, "(file)", f"not valid YAML: {_shorten(str(exc))}"))
+                findings.append(Diagnostic(source, None, "", "error", f"not valid YAML: {_shorten(str(exc))}"))
         crds = {**chart_crds, **crd_schemas_of(doc for docs in loaded.values() for doc in docs)}
         for source, docs in loaded.items():
             findings += validate_documents(docs, version, crds, source=source)
