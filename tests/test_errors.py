@@ -480,3 +480,12 @@ def test_charts_verify_reports_a_non_utf8_lock_as_a_diagnostic(project: RepoLayo
     [problem] = ChartVendor(project, Fetcher()).verify()
     assert (problem.file, problem.line) == ("charts/versions.lock", 1)
     assert format_diagnostic(problem).startswith("charts/versions.lock:1: not UTF-8 text (byte 0xff at offset 2)")
+
+
+def test_a_scalar_where_a_settings_mapping_belongs_is_a_config_error(project: RepoLayout) -> None:
+    values = project.environments_dir / "dev" / "values.yaml"
+    values.write_text(values.read_text() + "offline: registry.local\n")
+    dev = environments.get(project, "dev")
+    with pytest.raises(ConfigError, match=r"^environment dev: setting offline must be a mapping \(it holds str\)"):
+        environments.setting(project, dev, "offline.registry")
+    assert environments.setting(project, dev, "nothing.here") is None

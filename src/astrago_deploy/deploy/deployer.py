@@ -94,7 +94,7 @@ def plan(
     if problems:
         details = "\n".join(format_diagnostic(p) for p in problems)
         raise AstragoError(f"refusing to {action} {env_name}: charts.verify failed:\n{details}")
-    context = str((environments.settings(layout, env).get("cluster") or {}).get("kubeContext") or "")
+    context = str(environments.setting(layout, env, "cluster.kubeContext") or "")
     if not context:
         raise AstragoError(f"refusing to {action} {env_name}: cluster.kubeContext is not set for this environment")
     tools = tools or PinnedTools(layout)

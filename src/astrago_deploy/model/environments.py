@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from astrago_deploy.core import atomic, yaml_files
-from astrago_deploy.core.errors import InputError
+from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
 
 STAGES = ("dev", "stage", "prod")
@@ -171,3 +171,25 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     for folder in env.layer_dirs(layout):
         merged = _deep_merge(merged, yaml_files.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged
+
+
+def setting(layout: RepoLayout, env: Environment, dotted: str) -> Any:
+    """One setting by its dotted path (`cluster.kubeContext`), None when unset.
+
+    A scalar where the path needs a mapping (`cluster: prod`) is a ConfigError naming the key,
+    not an AttributeError deep in a task.
+    """
+    node: Any = settings(layout, env)
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            where = ".".join(walked)
+            raise ConfigError(
+                f"environment {env.name}: setting {where} must be a mapping (it holds {type(node).__name__}); "
+                f"see its values.yaml layers under environments/"
+            )
+        node = node.get(part)
+        walked.append(part)
+    return node

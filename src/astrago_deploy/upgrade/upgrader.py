@@ -284,9 +284,7 @@ class Upgrader:
             changelog=upgrade_report.changelog(versions, chart.version, target),
             render_notes=notes,
             offline_registries={
-                e.name: str(reg)
-                for e in envs
-                if (reg := (environments.settings(tree, e).get("offline") or {}).get("registry"))
+                e.name: str(reg) for e in envs if (reg := environments.setting(tree, e, "offline.registry"))
             },
         )
         stem = f"{chart.name}-{chart.version}-to-{target}"
