@@ -1,2 +1,3 @@
-"""Plumbing every capability uses: errors, the command gateway, atomic writes, the console,
-git, HTTP, YAML, digests, the repository layout and the GitHub API."""
+"""Plumbing every capability uses: errors and diagnostics, reading people's files, the command
+gateway, bounded parallel jobs, atomic writes, the console, git, HTTP, YAML, digests, the
+repository layout and the GitHub API."""
