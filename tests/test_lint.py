@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.lint import checks
@@ -14,7 +15,7 @@ from astrago_deploy.lint.overrides import check_overrides
 
 
 def problems(layout: RepoLayout) -> list[str]:
-    return [p.render(layout.root) for p in check_overrides(layout)]
+    return [format_diagnostic(p) for p in check_overrides(layout)]
 
 
 def append(path: Path, text: str) -> None:
@@ -36,7 +37,7 @@ def test_gpu_operator_wrapped_block_is_flagged_with_file_line_and_key(synced_pro
     assert problems(synced_project) == [
         f"environments/prod/releases/gpu-operator.yaml:{lines_before + 1}: gpu-operator: not a value of chart "
         "gpu-operator (release gpu-operator); values of release gpu-operator are already at chart gpu-operator's "
-        "top level: remove the 'gpu-operator:' wrapper"
+        "top level (fix: remove the 'gpu-operator:' wrapper)"
     ]
     output: list[str] = []
     with pytest.raises(AstragoError, match="lint failed: value overrides"):
@@ -83,15 +84,15 @@ def test_settings_checks_release_toggles_and_duplicate_keys(synced_project: Repo
     found = problems(synced_project)
     assert any(p.startswith("environments/customers/sample-site/values.yaml:") and "releases.harbor.replicas: release toggles take only 'enabled'" in p for p in found)
     assert any("releases.nothere: there is no release 'nothere'" in p for p in found)
-    assert any(p.startswith("environments/dev/releases/harbor.yaml:3: -: not valid YAML: found duplicate key") for p in found)
+    assert any(p.startswith("environments/dev/releases/harbor.yaml:3: not valid YAML: found duplicate key") for p in found)
 
 
 def test_plaintext_harbor_admin_password_fails_lint(synced_project: RepoLayout) -> None:
     target = synced_project.environments_dir / "dev" / "releases" / "harbor.yaml"
     target.write_text("harborAdminPassword: Harbor12345\n")
     [finding] = secret_scan.scan(synced_project)
-    assert finding.render(synced_project.root).startswith(
-        "environments/dev/releases/harbor.yaml:1: harborAdminPassword holds a plaintext credential"
+    assert format_diagnostic(finding).startswith(
+        "environments/dev/releases/harbor.yaml:1: harborAdminPassword: holds a plaintext credential"
     )
     with pytest.raises(AstragoError, match="plaintext secrets"):
         checks.run_lint(lambda _line: None, [], synced_project)
@@ -101,7 +102,7 @@ def test_secret_scan_covers_the_helmfile_and_its_release_templates(project: Repo
     append(project.helmfile_dir / "releases" / "security.yaml.gotmpl", "  values:\n  - adminPassword: s3cret\n")
     append(project.helmfile_dir / "helmfile.yaml.gotmpl", "# apiToken: commented out\n")
     [finding] = secret_scan.scan(project)
-    assert finding.render(project.root).startswith("helmfile/releases/security.yaml.gotmpl:")
+    assert format_diagnostic(finding).startswith("helmfile/releases/security.yaml.gotmpl:")
 
 
 @pytest.mark.parametrize(
@@ -128,5 +129,7 @@ def test_secret_scan_rules(tmp_path: Path, line: str, flagged: bool) -> None:
 
 def test_yamllint_reports_file_and_line(synced_project: RepoLayout) -> None:
     append(synced_project.environments_dir / "stage" / "values.yaml", "bad:   [1,2]   \n")
-    found = checks.yamllint_problems(synced_project)
+    found = [format_diagnostic(p) for p in checks.yamllint_problems(synced_project)]
     assert found and all(p.startswith("environments/stage/values.yaml:") for p in found)
+    line = len((synced_project.environments_dir / "stage" / "values.yaml").read_text().splitlines())
+    assert f"environments/stage/values.yaml:{line}: trailing-spaces: trailing spaces (column 13)" in found

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
@@ -18,7 +19,7 @@ from astrago_deploy.render.manifests import load_documents
 from astrago_deploy.render.renderer import NORMALIZED, Renderer, dump_documents
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.validate import validation
-from astrago_deploy.validate.validation import Finding, validate_documents
+from astrago_deploy.validate.validation import validate_documents
 
 from .conftest import make_project
 
@@ -72,7 +73,7 @@ def widget(spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "x"}, "spec": spec}
 
 
-def errors(findings: list[Finding]) -> list[str]:
+def errors(findings: list[Diagnostic]) -> list[str]:
     return [f.message for f in findings if f.severity == "error"]
 
 
@@ -116,14 +117,16 @@ def test_valid_deployment_passes() -> None:
 def test_unknown_field_is_an_error_naming_field_and_resource() -> None:
     findings = validate_documents([deployment(imagePullPolicyy="Always")], "1.31", {}, source="rendered/dev/web.yaml")
     assert findings == [
-        Finding(
+        Diagnostic(
             "rendered/dev/web.yaml",
+            None,
             "Deployment/apps/web",
-            "spec.template.spec.containers[0].imagePullPolicyy: unknown field",
             "error",
+            "spec.template.spec.containers[0].imagePullPolicyy: unknown field",
         )
     ]
-    assert "imagePullPolicyy" in str(findings[0]) and "Deployment/apps/web" in str(findings[0])
+    shown = format_diagnostic(findings[0])
+    assert "imagePullPolicyy" in shown and "Deployment/apps/web" in shown
     # Without strictness, unknown fields are the API server's business (it drops them).
     assert validate_documents([deployment(imagePullPolicyy="Always")], "1.31", {}, strict=False) == []
 
@@ -210,7 +213,7 @@ def test_cluster_policy_unknown_field_or_wrong_type_is_an_error(
     doc["spec"]["operator"]["defaultRuntime"] = "podman"
     doc["sepc"] = {}
     findings = validate_documents([doc], "1.31", chart_crds, source="rendered/dev/gpu-operator.yaml")
-    assert {f.resource for f in findings} == {"ClusterPolicy//cluster-policy"}
+    assert {f.key for f in findings} == {"ClusterPolicy//cluster-policy"}
     assert errors(findings) == [
         "sepc: unknown field",
         "spec.driver.enabledd: unknown field",
@@ -334,8 +337,8 @@ def test_every_rendered_environment_validates_without_errors(rendered_template: 
     started = time.monotonic()
     findings = validation.validate_rendered(rendered_template, ENVS)
     seconds = time.monotonic() - started
-    assert [str(f) for f in findings if f.is_error] == []
-    assert [str(f) for f in findings] == []  # every custom resource has its CRD, too
+    assert [format_diagnostic(f) for f in findings if f.is_error] == []
+    assert [format_diagnostic(f) for f in findings] == []  # every custom resource has its CRD, too
     assert seconds < 10
     # Nothing named means every environment.
     assert validation.validate_rendered(rendered_template, []) == []
@@ -352,7 +355,7 @@ def test_offline_registry_flags_images_from_elsewhere(rendered: RepoLayout) -> N
     for env in ("dev", "stage", "sample-site"):
         append_document(rendered, env, "astrago", stray)
     findings = validation.validate_rendered(rendered, ["dev", "stage", "sample-site"])
-    assert [(f.source, f.resource, f.message) for f in findings if f.is_error] == [
+    assert [(f.file, f.key, f.message) for f in findings if f.is_error] == [
         (
             "rendered/stage/astrago.yaml",
             "Deployment/apps/web",
@@ -379,14 +382,14 @@ def test_validation_uses_each_environments_kubernetes_version(rendered: RepoLayo
     append_document(rendered, "prod", "astrago", policy)
     set_version(rendered, "dev", '"1.29"')
     findings = validation.validate_rendered(rendered, ["dev", "prod"])
-    assert [(f.source, f.severity) for f in findings] == [("rendered/dev/astrago.yaml", "warning")]
+    assert [(f.file, f.severity) for f in findings] == [("rendered/dev/astrago.yaml", "warning")]
 
 
 def test_a_broken_rendered_document_is_reported_with_its_file(rendered: RepoLayout) -> None:
     append_document(rendered, "prod", "harbor", deployment(imagePullPolicyy="Always"))
     findings = validation.validate_rendered(rendered, ["prod"])
-    assert [str(f) for f in findings] == [
-        "ERROR rendered/prod/harbor.yaml: Deployment/apps/web: spec.template.spec.containers[0].imagePullPolicyy: "
+    assert [format_diagnostic(f) for f in findings] == [
+        "rendered/prod/harbor.yaml: Deployment/apps/web: spec.template.spec.containers[0].imagePullPolicyy: "
         "unknown field"
     ]
 

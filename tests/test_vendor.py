@@ -26,8 +26,9 @@ import yaml
 from astrago_deploy.charts import scaffold
 from astrago_deploy.charts import vendor as vendor_module
 from astrago_deploy.charts.index import newest, newest_first
-from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, Problem, SyncResult
+from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, SyncResult
 from astrago_deploy.core.console import Progress
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
 from astrago_deploy.core.errors import AstragoError, FetchError, InputError
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
@@ -355,8 +356,10 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
 
     problems = vendor.verify()
 
-    assert [(p.subject, p.message) for p in problems] == [
+    assert [(p.file, p.line, p.key, p.message) for p in problems] == [
         (
+            "charts/versions.lock",
+            lock_line(synced_project, "harbor"),
             "harbor",
             "charts/external/harbor-1.14.2 differs from the lock's content digest "
             "(a hand edit of a vendored chart, or a stale lock)",
@@ -365,7 +368,10 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
     assert problems[0].fix.startswith("run `inv charts.sync harbor`")
     failed = inv(synced_project.root, "charts.verify")
     assert failed.returncode == 1
-    assert "harbor: charts/external/harbor-1.14.2 differs" in failed.stdout
+    assert f"{format_diagnostic(problems[0])}\n" in failed.stdout
+    assert f"charts/versions.lock:{lock_line(synced_project, 'harbor')}: harbor: charts/external/harbor-1.14.2 differs" in (
+        failed.stdout
+    )
     assert "error: charts.verify found 1 problem(s)" in failed.stderr
 
     assert results(vendor.sync()) == [
@@ -381,6 +387,11 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
     assert "charts.verify: vendored charts, lock and releases agree" in passed.stdout
 
 
+def lock_line(layout: RepoLayout, chart: str) -> int:
+    """The line of the chart's entry in the lock, counted from the text."""
+    return layout.lock_file.read_text().splitlines().index(f"  {chart}:") + 1
+
+
 def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) -> None:
     shutil.rmtree(synced_project.chart_dir("gpu-operator", "v25.3.4"))
     (synced_project.external_dir / "nginx-1.0.0" / "templates").mkdir(parents=True)
@@ -389,12 +400,20 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
     problems = ChartVendor(synced_project, Fetcher()).verify()
 
     assert problems == [
-        Problem(
-            "gpu-operator", "charts/external/gpu-operator-v25.3.4 is missing", "run `inv charts.sync gpu-operator`"
+        Diagnostic(
+            "charts/versions.lock",
+            lock_line(synced_project, "gpu-operator"),
+            "gpu-operator",
+            "error",
+            "charts/external/gpu-operator-v25.3.4 is missing",
+            "run `inv charts.sync gpu-operator`",
         ),
-        Problem(
-            "nginx-1.0.0",
-            "charts/external/nginx-1.0.0 is not in the lock",
+        Diagnostic(
+            "charts/external/nginx-1.0.0",
+            None,
+            "",
+            "error",
+            "a vendored folder that is not in the lock",
             "delete the folder, or lock the chart with `inv charts.add`",
         ),
     ]
@@ -403,8 +422,8 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
 def test_verify_reports_an_old_version_left_beside_the_locked_one(synced_project: RepoLayout) -> None:
     shutil.copytree(synced_project.chart_dir("harbor", "1.14.2"), synced_project.chart_dir("harbor", "1.14.1"))
     problems = ChartVendor(synced_project, Fetcher()).verify()
-    assert [(p.subject, p.message) for p in problems] == [
-        ("harbor-1.14.1", "charts/external/harbor-1.14.1 is not in the lock")
+    assert [(p.file, p.message) for p in problems] == [
+        ("charts/external/harbor-1.14.1", "a vendored folder that is not in the lock")
     ]
 
 
@@ -420,10 +439,11 @@ def test_verify_reports_releases_outside_the_lock(synced_project: RepoLayout) ->
     problems = ChartVendor(synced_project, Fetcher()).verify()
 
     where = "helmfile/releases/applications.yaml.gotmpl"
-    assert [(p.subject, p.message) for p in problems] == [
-        (f"release web ({where})", "chart 'nginx' is not in the lock"),
-        (f"release cache ({where})", "chart bitnami/redis does not go through the lock"),
-        (f"release broken ({where})", "../charts/custom/nothing-here has no Chart.yaml"),
+    lines = tier.read_text().splitlines()
+    assert [(p.file, p.line, p.key, p.message) for p in problems] == [
+        (where, lines.index("- name: web") + 1, "release web", "chart 'nginx' is not in the lock"),
+        (where, lines.index("- name: cache") + 1, "release cache", "chart bitnami/redis does not go through the lock"),
+        (where, lines.index("- name: broken") + 1, "release broken", "../charts/custom/nothing-here has no Chart.yaml"),
     ]
     assert problems[0].fix == "lock it with `inv charts.add nginx --repo URL --version V`"
 
@@ -444,11 +464,12 @@ def test_verify_reports_an_incomplete_entry_and_an_unlocked_release(synced_proje
 
     problems = ChartVendor(synced_project, Fetcher()).verify()
 
-    assert [(p.subject, p.message) for p in problems] == [
-        ("harbor", "lock entry for 1.14.2 is incomplete (no url/digest/tree)"),
-        ("csi-driver-nfs-v4.9.0", "charts/external/csi-driver-nfs-v4.9.0 is not in the lock"),
+    assert [(p.file, p.key, p.message) for p in problems] == [
+        ("charts/versions.lock", "harbor", "lock entry for 1.14.2 is incomplete (no url/digest/tree)"),
+        ("charts/external/csi-driver-nfs-v4.9.0", "", "a vendored folder that is not in the lock"),
         (
-            "release csi-driver-nfs (helmfile/releases/infrastructure.yaml.gotmpl)",
+            "helmfile/releases/infrastructure.yaml.gotmpl",
+            "release csi-driver-nfs",
             "chart 'csi-driver-nfs' is not in the lock",
         ),
     ]
@@ -458,8 +479,8 @@ def test_verify_reports_an_unreadable_lock(synced_project: RepoLayout) -> None:
     synced_project.lock_file.write_text("charts:\n  harbor: [1.14.2\n")
     problems = ChartVendor(synced_project, Fetcher()).verify()
     assert len(problems) == 1
-    assert problems[0].subject == str(synced_project.lock_file)
-    assert re.search(r"versions\.lock:\d+: not valid YAML: ", problems[0].message)
+    assert (problems[0].file, problems[0].line) == ("charts/versions.lock", 2)
+    assert problems[0].message.startswith("not valid YAML: ")
 
 
 # --- outdated ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import yaml as pyyaml
 
 from astrago_deploy.charts import scaffold
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.errors import ConfigError, InputError, YamlError
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
+from astrago_deploy.core.errors import ConfigError, FileAccessError, InputError, YamlError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.upgrade import report as upgrade_report
@@ -157,10 +158,10 @@ def test_yaml_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int
     assert "\n" not in str(error)
 
 
-def test_bytes_that_are_not_utf8_are_a_yaml_error_with_the_line(tmp_path: Path) -> None:
+def test_bytes_that_are_not_utf8_are_an_error_with_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
     path.write_bytes(b"a: 1\nb: caf\xe9\n")
-    with pytest.raises(YamlError, match=r"values\.yaml:2: not valid YAML: not UTF-8 \(byte 0xe9\)"):
+    with pytest.raises(FileAccessError, match=r"values\.yaml:2: not UTF-8 text \(byte 0xe9 at offset 11\)"):
         yaml.read(path)
 
 
@@ -343,7 +344,7 @@ def test_every_text_read_and_write_names_utf8() -> None:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr in ("read_text", "write_text")
-                and not (isinstance(node.func.value, ast.Name) and node.func.value.id in ("atomic", "yaml"))
+                and not (isinstance(node.func.value, ast.Name) and node.func.value.id in ("atomic", "files", "yaml"))
                 and not any(k.arg == "encoding" for k in node.keywords)
             ):
                 offenders.append(f"{path}:{node.lineno}")
@@ -364,20 +365,24 @@ def test_the_upgrade_report_names_unreadable_crds_and_overrides_and_rates_high(t
     override.parent.mkdir(parents=True)
     override.write_text("{{- if true }}\nreplicas: 2\n  broken: indent\n{{- end }}\n", encoding="utf-8")
 
-    unreadable: list[str] = []
+    unreadable: list[Diagnostic] = []
     crds = upgrade_report.crds_of_tree(chart, unreadable)
-    assert upgrade_report.load_override(override, unreadable) == {}
     assert sorted(crds) == ["goods.example.com"]
-    assert unreadable == [
+    assert [format_diagnostic(d) for d in unreadable] == [
         "charts/external/demo-1.0.0/crds/bad.yaml:6: not valid YAML: did not find expected ',' or ']' "
         "(while parsing a flow sequence)",
-        f"{override}:3: not valid YAML: mapping values are not allowed in this context",
     ]
+    with pytest.raises(upgrade_report.UnreadableOverride) as caught:
+        upgrade_report.load_override(override)
+    assert format_diagnostic(caught.value.diagnostic) == (
+        f"{override}:3: not valid YAML: mapping values are not allowed in this context"
+        " (fix: fix the file; its keys were not checked)"
+    )
     report = upgrade_report.UpgradeReport(
         chart="demo", release_names=["demo"], old="1.0.0", new="1.0.1", old_app="", new_app="",
         values=upgrade_report.ValuesDiff(), overrides=[], crds=upgrade_report.diff_crds(crds, crds), images={},
         resources={}, patches=[], changelog=[], unreadable=unreadable,
     )  # fmt: skip
     assert report.risk == "high"
-    assert report.as_json()["unreadable"] == unreadable
-    assert f"not analysed (unreadable): {unreadable[0]}" in report.markdown()
+    assert report.as_json()["unreadable"] == [d.as_json() for d in unreadable]
+    assert f"not analysed (unreadable): {format_diagnostic(unreadable[0])}" in report.markdown()

@@ -1,7 +1,8 @@
 """Where errors become one-line user messages, and how tasks find the repository.
 
 `user_errors` wraps every task: an `AstragoError` ends the task with `invoke.Exit` carrying
-its message (exit 1); anything else is a bug and keeps its traceback. With invoke's
+its message (exit 1), and so does an `OSError` escaping a task (permission denied, disk full),
+as one line naming the file; anything else is a bug and keeps its traceback. With invoke's
 `--debug` (or `ASTRAGO_DEBUG=1`) the traceback of a user error is printed too.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.errors import AstragoError, file_error
 from astrago_deploy.core.layout import RepoLayout
 
 P = ParamSpec("P")
@@ -33,12 +34,19 @@ def debug_enabled() -> bool:
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if debug_enabled():
+            # The post-renderer runs under helm, in its own process: tell it too.
+            os.environ["ASTRAGO_DEBUG"] = "1"
         try:
             return func(*args, **kwargs)
         except AstragoError as exc:
             if debug_enabled():
                 traceback.print_exc()
             raise Exit(f"error: {exc}", code=1) from None
+        except OSError as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            raise Exit(f"error: {file_error(exc)}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 

@@ -10,13 +10,15 @@ digest, are the same on every machine whatever the umask.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import posixpath
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from astrago_deploy.core.errors import ArchiveError
+from astrago_deploy.core.errors import ArchiveError, file_error
 
 MAX_MEMBERS = 10_000
 MAX_TOTAL_BYTES = 256 * 1024 * 1024
@@ -71,8 +73,7 @@ def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits 
                 inner = parts[1:]
                 target = dest.joinpath(*inner) if inner else dest
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    target.chmod(0o755)
+                    _make_dir(target)
                 elif member.isreg():
                     if not inner:
                         raise ArchiveError(f"{label}: refused entry {member.name!r} (file at top level)")
@@ -87,11 +88,10 @@ def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits 
                     data = handle.read()
                     if len(data) != member.size:
                         raise ArchiveError(f"{label}: {member.name} is truncated")
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _make_dir(target.parent)
                     if target.exists() or target.is_symlink():
                         raise ArchiveError(f"{label}: duplicate entry {member.name}")
-                    target.write_bytes(data)
-                    target.chmod(0o755 if member.mode & 0o111 else 0o644)
+                    _write_file(target, data, 0o755 if member.mode & 0o111 else 0o644)
                 elif member.issym():
                     if not inner:
                         raise ArchiveError(f"{label}: refused link {member.name!r} at top level")
@@ -100,9 +100,9 @@ def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits 
                     raise ArchiveError(f"{label}: refused hard link {member.name} -> {member.linkname}")
                 else:
                     raise ArchiveError(f"{label}: refused special file {member.name} (device, FIFO or socket)")
-        except (tarfile.TarError, EOFError, OSError, Exception) as exc:
-            if isinstance(exc, ArchiveError):
-                raise
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+            # Reading an in-memory archive fails only on its content (gzip.BadGzipFile is an
+            # OSError); writing the tree is wrapped by _make_dir/_write_file, which name the path.
             raise ArchiveError(f"{label}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from exc
     if top is None:
         raise ArchiveError(f"{label}: the archive is empty")
@@ -117,8 +117,24 @@ def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits 
             raise ArchiveError(f"{label}: refused link {'/'.join(inner)} -> {linkname} (points outside the chart)")
     # Folders made implicitly (archives rarely list them) got the umask's mode: normalize them too.
     for folder, _dirs, _files in os.walk(dest):
-        Path(folder).chmod(0o755)
+        _make_dir(Path(folder))
     return top
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
+    except OSError as exc:
+        raise file_error(exc, path) from exc
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    try:
+        path.write_bytes(data)
+        path.chmod(mode)
+    except OSError as exc:
+        raise file_error(exc, path) from exc
 
 
 def _make_link(dest: Path, inner: list[str], linkname: str, label: str) -> None:
@@ -132,7 +148,10 @@ def _make_link(dest: Path, inner: list[str], linkname: str, label: str) -> None:
         if dest.joinpath(*inner[:depth]).is_symlink():
             raise ArchiveError(f"{label}: refused link {'/'.join(inner)} (inside the link {'/'.join(inner[:depth])})")
     target = dest.joinpath(*inner)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_dir(target.parent)
     if target.exists() or target.is_symlink():
         raise ArchiveError(f"{label}: duplicate entry {'/'.join(inner)}")
-    os.symlink(linkname, target)
+    try:
+        os.symlink(linkname, target)
+    except OSError as exc:
+        raise file_error(exc, target) from exc

@@ -60,7 +60,7 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
     tier_text = yaml.read_text(tier_file)
     newline = yaml.line_ending(tier_text)
     block = release_block(release, chart, namespace, tier).replace("\n", newline)
-    files = {
+    writes = {
         tier_file: tier_text + ("" if tier_text.endswith("\n") else newline) + block,
         values_file: (
             f"# Chart values for release {release} in every environment (chart {chart}).\n"
@@ -68,8 +68,8 @@ def plan_release(layout: RepoLayout, release: str, chart: str, namespace: str, t
         ),
     }
     base_values = layout.environments_dir / "base" / "values.yaml"
-    files[base_values] = _with_toggle(base_values, release)
-    return ReleasePlan(layout, files)
+    writes[base_values] = _with_toggle(base_values, release)
+    return ReleasePlan(layout, writes)
 
 
 def _with_toggle(path: Path, release: str) -> str:

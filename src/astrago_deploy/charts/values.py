@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astrago_deploy.core import yaml
+from astrago_deploy.core import files, yaml
+from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.model.environments import deep_merge
 
 
@@ -31,7 +32,7 @@ class ChartValues:
         meta = yaml.read_mapping(chart_dir / "Chart.yaml", missing_ok=True)
         defaults = yaml.read_mapping(chart_dir / "values.yaml", missing_ok=True)
         schema_file = chart_dir / "values.schema.json"
-        schema = json.loads(schema_file.read_text(encoding="utf-8")) if schema_file.is_file() else None
+        schema = _json_schema(schema_file) if schema_file.is_file() else None
         found = {}
         for sub in sorted((chart_dir / "charts").glob("*/Chart.yaml")):
             loaded = cls.load(sub.parent)
@@ -55,3 +56,11 @@ class ChartValues:
             # Helm skips a parent value that is not a mapping here ("not a table").
             values[key] = deep_merge(sub_defaults, own) if isinstance(own, dict) else sub_defaults
         return values
+
+
+def _json_schema(path: Path) -> dict[str, Any] | None:
+    try:
+        schema = json.loads(files.read_text(path))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+    return schema if isinstance(schema, dict) else None

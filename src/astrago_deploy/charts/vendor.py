@@ -10,11 +10,11 @@ into place; the lock is written last and atomically. A file lock keeps concurren
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,12 +24,14 @@ import filelock
 from astrago_deploy.charts.archive import extract_chart
 from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, newest, parse_version
 from astrago_deploy.charts.oci import OciChart, OciClient
-from astrago_deploy.core import atomic, yaml
+from astrago_deploy.core import atomic, diagnostics, yaml
 from astrago_deploy.core.console import Progress
+from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.digests import tree_digest
-from astrago_deploy.core.errors import AstragoError, ConfigError, InputError, IntegrityError
+from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessError, InputError, IntegrityError, YamlError
 from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.model.releases import declared_releases
 
@@ -49,16 +51,6 @@ class SyncResult:
     name: str
     version: str
     action: str  # vendored | unchanged | pruned
-
-
-@dataclass(frozen=True)
-class Problem:
-    subject: str
-    message: str
-    fix: str
-
-    def line(self) -> str:
-        return f"{self.subject}: {self.message}\n    fix: {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -165,15 +157,8 @@ class ChartVendor:
         if not charts:
             return []
         workers = min(MAX_PARALLEL_DOWNLOADS, len(charts))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vendor") as pool:
-            futures = [pool.submit(self.stage, chart, staging_root) for chart in charts]
-            staged: list[StagedChart] = []
-            failures: list[tuple[str, AstragoError]] = []
-            for chart, future in zip(charts, futures, strict=True):
-                try:
-                    staged.append(future.result())
-                except AstragoError as exc:
-                    failures.append((chart.name, exc))
+        jobs = [(chart.name, functools.partial(self.stage, chart, staging_root)) for chart in charts]
+        staged, failures = run_jobs(jobs, workers, "vendor")
         if failures:
             lines = [str(exc) if str(exc).startswith(name) else f"{name}: {exc}" for name, exc in failures]
             message = "\n".join(lines) + "\nnothing was changed (charts/external and the lock are as before)"
@@ -264,32 +249,49 @@ class ChartVendor:
             return staged[0].chart
 
     # --- verify -------------------------------------------------------------------------
-    def verify(self) -> list[Problem]:
+    def verify(self) -> list[Diagnostic]:
         """Offline consistency of vendored trees, the lock and the releases."""
-        problems: list[Problem] = []
+        problems: list[Diagnostic] = []
+        lock_shown = shown_path(self.layout.lock_file, self.layout.root)
         try:
             lock = VersionsLock.load(self.layout.lock_file)
+        except FileAccessError as exc:
+            # Only a decoding error has a line; the reason already says what to do about it.
+            return [diagnostics.error(lock_shown, exc.line, "", exc.reason)]
+        except YamlError as exc:
+            reason = f"not valid YAML: {exc.reason}"
+            return [diagnostics.error(lock_shown, exc.line, "", reason, "repair the lock file by hand (it is YAML)")]
         except ConfigError as exc:
-            return [Problem(str(self.layout.lock_file), str(exc), "repair the lock file by hand (it is YAML)")]
+            message = str(exc).replace(str(self.layout.lock_file), "").lstrip(": ")
+            return [diagnostics.error(lock_shown, None, "", message, "repair the lock file by hand (it is YAML)")]
         expected_dirs = set()
         for chart in lock.charts():
             folder = self.layout.chart_dir(chart.name, chart.version)
             rel = folder.relative_to(self.layout.root)
             expected_dirs.add(folder.name)
+            line = lock.line_of(chart.name)
             if not chart.complete:
                 problems.append(
-                    Problem(
+                    diagnostics.error(
+                        lock_shown,
+                        line,
                         chart.name,
                         f"lock entry for {chart.version} is incomplete (no url/digest/tree)",
                         f"run `inv charts.sync {chart.name}` to resolve and pin it",
                     )
                 )
             if not folder.is_dir():
-                problems.append(Problem(chart.name, f"{rel} is missing", f"run `inv charts.sync {chart.name}`"))
+                problems.append(
+                    diagnostics.error(
+                        lock_shown, line, chart.name, f"{rel} is missing", f"run `inv charts.sync {chart.name}`"
+                    )
+                )
                 continue
             if chart.tree and tree_digest(folder) != chart.tree:
                 problems.append(
-                    Problem(
+                    diagnostics.error(
+                        lock_shown,
+                        line,
                         chart.name,
                         f"{rel} differs from the lock's content digest "
                         "(a hand edit of a vendored chart, or a stale lock)",
@@ -301,36 +303,39 @@ class ChartVendor:
             for folder in sorted(self.layout.external_dir.iterdir()):
                 if folder.is_dir() and not folder.name.startswith(".") and folder.name not in expected_dirs:
                     problems.append(
-                        Problem(
-                            folder.name,
-                            f"charts/external/{folder.name} is not in the lock",
+                        diagnostics.error(
+                            shown_path(folder, self.layout.root),
+                            None,
+                            "",
+                            "a vendored folder that is not in the lock",
                             "delete the folder, or lock the chart with `inv charts.add`",
                         )
                     )
         problems.extend(self._release_problems(lock))
         return problems
 
-    def _release_problems(self, lock: VersionsLock) -> list[Problem]:
+    def _release_problems(self, lock: VersionsLock) -> list[Diagnostic]:
         problems = []
         for release in declared_releases(self.layout):
-            where = f"release {release.name} ({release.tier_file.relative_to(self.layout.root)})"
+            tier = shown_path(release.tier_file, self.layout.root)
+            where = (tier, release.line, f"release {release.name}")
             locked, custom, value = release.locked_chart, release.custom_chart, release.chart_expr
             if locked is not None:
                 if not lock.has(locked):
                     problems.append(
-                        Problem(
-                            where,
+                        diagnostics.error(
+                            *where,
                             f"chart {locked!r} is not in the lock",
                             f"lock it with `inv charts.add {locked} --repo URL --version V`",
                         )
                     )
             elif custom is not None:
                 if not (self.layout.custom_dir / custom / "Chart.yaml").is_file():
-                    problems.append(Problem(where, f"{value} has no Chart.yaml", "fix the chart path"))
+                    problems.append(diagnostics.error(*where, f"{value} has no Chart.yaml", "fix the chart path"))
             else:
                 problems.append(
-                    Problem(
-                        where,
+                    diagnostics.error(
+                        *where,
                         f"chart {value} does not go through the lock",
                         'use `{{ index .Charts "NAME" }}` for upstream charts or ../charts/custom/NAME',
                     )

@@ -51,6 +51,26 @@ class ToolNotInstalledError(AstragoError):
     """A pinned tool is missing or does not match its pin."""
 
 
+class FileAccessError(AstragoError):
+    """A file or folder could not be read or written: permission, disk full, a folder where a
+    file belongs, or text that is not UTF-8. The message names the path (and line, if known)."""
+
+    def __init__(self, path: object, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        self.line = line
+        where = "" if path is None else f"{path}:{line}: " if line else f"{path}: "
+        super().__init__(f"{where}{reason}")
+
+
+def file_error(exc: OSError, path: object = None) -> FileAccessError:
+    """The typed error for an OSError met reading or writing `path` (or the file it names)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename2 is not None:
+        reason = f"{reason} (-> {exc.filename2})"
+    return FileAccessError(path if path is not None else exc.filename, reason)
+
+
 def _tail(text: str, lines: int = 20) -> str:
     kept = text.strip().splitlines()[-lines:]
     return "\n".join(kept)

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 
 from astrago_deploy.core.errors import FetchError
 
@@ -191,14 +192,15 @@ class Fetcher:
                 last = str(exc)
             except retry_errors as exc:
                 last = f"{type(exc).__name__}: {_reason(exc)}"
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.RequestException as exc:
+                # An invalid URL or header, too many redirects: asking again gets the same answer.
                 raise FetchError(f"{shown}: {type(exc).__name__}: {_reason(exc)}") from exc
         raise FetchError(f"{shown}: {last} (after {self.retries + 1} attempts)")
 
     @staticmethod
     def _read_body(resp: requests.Response, shown: str, max_bytes: int) -> bytes:
-        declared = resp.headers.get("Content-Length")
-        if declared is not None and int(declared) > max_bytes:
+        declared = _content_length(resp, shown)
+        if declared is not None and declared > max_bytes:
             raise FetchError(f"{shown}: {declared} bytes exceeds the limit of {max_bytes}")
         chunks: list[bytes] = []
         total = 0
@@ -208,19 +210,22 @@ class Fetcher:
                 if total > max_bytes:
                     raise FetchError(f"{shown}: more than {max_bytes} bytes, refused")
                 chunks.append(chunk)
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Truncated(
-                f"truncated download (the connection closed before {declared or 'the end'} bytes)"
-            ) from exc
-        except Exception as exc:  # urllib3 ProtocolError / IncompleteRead
-            if isinstance(exc, FetchError):
-                raise
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
+            # The connection broke mid-body: a new attempt may get all of it.
             raise _Truncated(
                 f"truncated download (the connection closed before {declared or 'the end'} bytes: {type(exc).__name__})"
             ) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise _Truncated(f"timed out reading the body after {total} bytes") from exc
+        except urllib3.exceptions.DecodeError as exc:
+            # The server sent what it meant to send; it is not valid for its Content-Encoding.
+            encoding = resp.headers.get("Content-Encoding", "identity")
+            raise FetchError(f"{shown}: the body is not valid {encoding} data ({exc})") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise FetchError(f"{shown}: {type(exc).__name__}: {exc}") from exc
         body = b"".join(chunks)
         encoding = resp.headers.get("Content-Encoding", "identity")
-        if declared is not None and encoding == "identity" and len(body) != int(declared):
+        if declared is not None and encoding == "identity" and len(body) != declared:
             raise _Truncated(f"truncated download ({len(body)} of {declared} bytes)")
         return body
 
@@ -234,6 +239,19 @@ class HttpReply:
 
 class _Truncated(Exception):
     pass
+
+
+def _content_length(resp: requests.Response, shown: str) -> int | None:
+    declared = resp.headers.get("Content-Length")
+    if declared is None:
+        return None
+    try:
+        value = int(declared.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise FetchError(f"{shown}: the server sent an invalid Content-Length header {declared!r}")
+    return value
 
 
 def _reason(exc: Exception) -> str:

@@ -15,7 +15,8 @@ Three ways in and out, each for one kind of file:
   go-yaml v2 (apiserver, helm) or go-yaml v3 (kustomize) could read as something other than that
   string is quoted, so what is reviewed in `rendered/` is what is deployed.
 
-Every failure to read is a `YamlError` naming the file and line.
+Every failure to parse is a `YamlError` naming the file and line; text that is not UTF-8 is a
+`FileAccessError` (core.files) naming them too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import PlainScalarString
 
+from astrago_deploy.core import files
 from astrago_deploy.core.errors import ConfigError, YamlError
 
 __all__ = [
@@ -248,16 +250,14 @@ def _yaml_error(source: Source, exc: Exception) -> YamlError:
 
 
 def _decode(source: Source, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise YamlError(source, line, None, f"not UTF-8 (byte 0x{data[exc.start]:02x})") from None
+    # Not UTF-8 is a FileAccessError naming file and line, as for every text file we read.
+    return files.decode_text(data, source, keep_line_endings=True)
 
 
 def read_text(path: Path) -> str:
-    """A file's text as UTF-8, line endings kept; undecodable bytes are a YamlError."""
-    return _decode(path, path.read_bytes())
+    """A file's text as UTF-8, line endings kept; undecodable bytes and other read failures are
+    a FileAccessError (a missing file stays FileNotFoundError)."""
+    return _decode(path, files.read_bytes(path))
 
 
 # --- reading what Kubernetes reads ------------------------------------------------------

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core import files
 from astrago_deploy.core.command import Command
+from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -53,7 +55,7 @@ def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:
 def _app_labels(layout: RepoLayout) -> set[str]:
     labels = set()
     for tier_file in layout.releases_dir.glob("*.yaml.gotmpl"):
-        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", tier_file.read_text(encoding="utf-8")))
+        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", files.read_text(tier_file)))
     return labels
 
 
@@ -90,9 +92,9 @@ def plan(
     labels = selector(tier, app, layout)
     problems = ChartVendor(layout, Fetcher()).verify()
     if problems:
-        details = "\n".join(p.line() for p in problems)
+        details = "\n".join(format_diagnostic(p) for p in problems)
         raise AstragoError(f"refusing to {action} {env_name}: charts.verify failed:\n{details}")
-    context = str((environments.settings(layout, env).get("cluster") or {}).get("kubeContext") or "")
+    context = str(environments.setting(layout, env, "cluster.kubeContext") or "")
     if not context:
         raise AstragoError(f"refusing to {action} {env_name}: cluster.kubeContext is not set for this environment")
     tools = tools or PinnedTools(layout)

@@ -1,4 +1,4 @@
-"""Repository checks behind `nox -s lint`: each returns problem lines, `run_lint` raises if any.
+"""Repository checks behind `nox -s lint`: each returns Diagnostics, `run_lint` raises if any.
 
 yamllint over our own YAML, `helm lint --strict` of every custom chart, charts.verify, the
 override check (value keys that do not exist in the target chart) and the plaintext-secret
@@ -15,6 +15,8 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core import files
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -45,38 +47,41 @@ def repository_yaml(layout: RepoLayout) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def yamllint_problems(layout: RepoLayout) -> list[str]:
+def yamllint_problems(layout: RepoLayout) -> list[Diagnostic]:
     config = YamlLintConfig(YAMLLINT_CONFIG)
     problems = []
     for path in repository_yaml(layout):
-        for problem in linter.run(path.read_text(encoding="utf-8"), config, str(path)):
-            rel = path.relative_to(layout.root)
-            problems.append(f"{rel}:{problem.line}:{problem.column}: {problem.desc} ({problem.rule})")
+        shown = shown_path(path, layout.root)
+        for problem in linter.run(files.read_text(path), config, str(path)):
+            # Every yamllint finding fails the lint, whatever level yamllint gives it.
+            message = f"{problem.desc} (column {problem.column})"
+            problems.append(Diagnostic(shown, problem.line, str(problem.rule or "syntax"), "error", message))
     return problems
 
 
-def helm_lint_problems(layout: RepoLayout) -> list[str]:
+def helm_lint_problems(layout: RepoLayout) -> list[Diagnostic]:
     tools = PinnedTools(layout)
     problems = []
     for chart in sorted(p for p in layout.custom_dir.iterdir() if (p / "Chart.yaml").is_file()):
         command = tools.command("helm", ["lint", "--strict", str(chart)])
         result = dataclasses.replace(command, ok_codes=frozenset({0, 1})).run()
         if result.returncode != 0:
-            detail = [line for line in result.stdout.splitlines() if "[ERROR]" in line or "[WARNING]" in line]
-            problems.append(f"helm lint {chart.relative_to(layout.root)}: " + "; ".join(detail or ["failed"]))
+            detail = [line.strip() for line in result.stdout.splitlines() if "[ERROR]" in line or "[WARNING]" in line]
+            shown = shown_path(chart, layout.root)
+            problems += [Diagnostic(shown, None, "helm lint --strict", "error", line) for line in detail or ["failed"]]
     return problems
 
 
-def verify_problems(layout: RepoLayout) -> list[str]:
-    return [p.line() for p in ChartVendor(layout, Fetcher()).verify()]
+def verify_problems(layout: RepoLayout) -> list[Diagnostic]:
+    return ChartVendor(layout, Fetcher()).verify()
 
 
-def override_problems(layout: RepoLayout) -> list[str]:
-    return [p.render(layout.root) for p in check_overrides(layout)]
+def override_problems(layout: RepoLayout) -> list[Diagnostic]:
+    return check_overrides(layout)
 
 
-def secret_problems(layout: RepoLayout) -> list[str]:
-    return [f.render(layout.root) for f in secret_scan.scan(layout)]
+def secret_problems(layout: RepoLayout) -> list[Diagnostic]:
+    return secret_scan.scan(layout)
 
 
 def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLayout | None = None) -> None:
@@ -92,7 +97,7 @@ def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLay
         problems = check(layout)
         log(f"{title}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         for problem in problems:
-            log(f"  {problem}")
+            log(f"  {format_diagnostic(problem)}")
         if problems:
             failed.append(title)
     if failed:

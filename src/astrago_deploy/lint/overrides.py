@@ -12,12 +12,12 @@ Problems name the file, the line and the key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.core import yaml
+from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.yaml import CommentedMap
@@ -28,16 +28,8 @@ from astrago_deploy.model.releases import ReleaseRef, declared_releases
 ANY = object()  # a subtree whose keys are free-form
 
 
-@dataclass(frozen=True)
-class OverrideProblem:
-    file: Path
-    line: int
-    key: str
-    message: str
-
-    def render(self, root: Path) -> str:
-        rel = self.file.relative_to(root) if self.file.is_relative_to(root) else self.file
-        return f"{rel}:{self.line}: {self.key}: {self.message}"
+def _problem(shown: str, line: int, key: str, message: str, fix: str = "") -> Diagnostic:
+    return Diagnostic(shown, line, key, "error", message, fix)
 
 
 def _safe_yaml(path: Path) -> Any:
@@ -55,7 +47,7 @@ def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[s
     if key in props:
         return True, props[key] if isinstance(props[key], dict) else None
     for pattern, child in (schema.get("patternProperties") or {}).items():
-        if re.search(pattern, key):
+        if _pattern_matches(pattern, key):
             return True, child if isinstance(child, dict) else None
     additional = schema.get("additionalProperties")
     if isinstance(additional, dict):
@@ -65,20 +57,29 @@ def _schema_child(schema: dict[str, Any] | None, key: str) -> tuple[bool, dict[s
     return False, None
 
 
+def _pattern_matches(pattern: object, key: str) -> bool:
+    """A schema's pattern (ECMA-262; most are Python-readable too) matches `key`. One Python
+    cannot read allows nothing here: the key is then reported, never a traceback."""
+    try:
+        return isinstance(pattern, str) and re.search(pattern, key) is not None
+    except re.error:
+        return False
+
+
 class _Unreadable(Exception):
-    def __init__(self, problem: OverrideProblem) -> None:
+    def __init__(self, problem: Diagnostic) -> None:
         super().__init__(problem.message)
         self.problem = problem
 
 
-def _load_with_lines(path: Path) -> CommentedMap | None:
+def _load_with_lines(path: Path, shown: str) -> CommentedMap | None:
     """Round-trip load (line numbers); invalid YAML and duplicate keys are problems too."""
     try:
         doc = yaml.load_for_edit(path).doc
     except yaml.YamlError as exc:
-        raise _Unreadable(OverrideProblem(path, exc.line or 1, "-", f"not valid YAML: {exc.reason}")) from exc
+        raise _Unreadable(_problem(shown, exc.line or 1, "", f"not valid YAML: {exc.reason}")) from exc
     except ConfigError as exc:  # not a mapping: helm would refuse these values too
-        raise _Unreadable(OverrideProblem(path, 1, "-", str(exc).removeprefix(f"{path}: "))) from exc
+        raise _Unreadable(_problem(shown, 1, "", str(exc).removeprefix(f"{path}: "))) from exc
     return doc or None
 
 
@@ -89,11 +90,14 @@ def _line(node: CommentedMap, key: Any) -> int:
         return int(node.lc.line) + 1
 
 
-def check_chart_overrides(path: Path, release: ReleaseRef, chart: ChartValues) -> list[OverrideProblem]:
-    doc = _load_with_lines(path)
+def check_chart_overrides(
+    path: Path, release: ReleaseRef, chart: ChartValues, root: Path | None = None
+) -> list[Diagnostic]:
+    shown = shown_path(path, root) if root else str(path)
+    doc = _load_with_lines(path, shown)
     if doc is None:
         return []
-    problems: list[OverrideProblem] = []
+    problems: list[Diagnostic] = []
 
     def walk(node: CommentedMap, defaults: Any, schema: dict[str, Any] | None, prefix: str) -> None:
         for key, value in node.items():
@@ -109,24 +113,19 @@ def check_chart_overrides(path: Path, release: ReleaseRef, chart: ChartValues) -
             known = isinstance(defaults, dict) and key in defaults
             allowed_by_schema, child_schema = _schema_child(schema, str(key))
             if not known and not allowed_by_schema:
-                hint = ""
+                message = f"not a value of chart {chart.name} (release {release.name})"
+                fix = ""
                 if not prefix and key in (release.name, chart.name):
-                    hint = (
-                        f"; values of release {release.name} are already at chart {chart.name}'s top level: "
-                        f"remove the '{key}:' wrapper"
-                    )
-                problems.append(
-                    OverrideProblem(
-                        path, line, dotted, f"not a value of chart {chart.name} (release {release.name}){hint}"
-                    )
-                )
+                    message += f"; values of release {release.name} are already at chart {chart.name}'s top level"
+                    fix = f"remove the '{key}:' wrapper"
+                problems.append(_problem(shown, line, dotted, message, fix))
                 continue
             default = defaults.get(key) if isinstance(defaults, dict) else None
             if isinstance(value, CommentedMap):
                 if known and default is not None and not isinstance(default, dict):
                     problems.append(
-                        OverrideProblem(
-                            path,
+                        _problem(
+                            shown,
                             line,
                             dotted,
                             f"chart {chart.name} has a {type(default).__name__} here, not a mapping (wrong nesting?)",
@@ -153,43 +152,38 @@ def _settings_keys(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_settings(path: Path, base: dict[str, Any], release_names: set[str], root: Path) -> list[OverrideProblem]:
+def check_settings(path: Path, base: dict[str, Any], release_names: set[str], root: Path) -> list[Diagnostic]:
     """A layer's values.yaml may only set settings that environments/base/values.yaml declares."""
-    doc = _load_with_lines(path)
+    shown = shown_path(path, root)
+    doc = _load_with_lines(path, shown)
     if doc is None:
         return []
     declared = _settings_keys(base)
-    problems: list[OverrideProblem] = []
+    problems: list[Diagnostic] = []
 
     def walk(node: CommentedMap, prefix: str) -> None:
         for key, value in node.items():
             dotted = f"{prefix}{key}"
             line = _line(node, key)
             if prefix == "releases." and key not in release_names:
-                problems.append(OverrideProblem(path, line, dotted, f"there is no release {key!r}"))
+                problems.append(_problem(shown, line, dotted, f"there is no release {key!r}"))
                 continue
             if dotted not in declared and not (prefix == "releases." and key in release_names):
                 if prefix.startswith("releases."):
                     if str(key) != "enabled":
-                        problems.append(OverrideProblem(path, line, dotted, "release toggles take only 'enabled'"))
+                        problems.append(_problem(shown, line, dotted, "release toggles take only 'enabled'"))
                     continue
-                hint = ""
+                fix = ""
                 if not prefix and key in release_names:
-                    target = (path.parent / "releases" / f"{key}.yaml").relative_to(root)
-                    hint = f"; chart values of release {key} go in {target}"
-                problems.append(
-                    OverrideProblem(
-                        path,
-                        line,
-                        dotted,
-                        f"not an environment setting (declared in environments/base/values.yaml){hint}",
-                    )
-                )
+                    target = shown_path(path.parent / "releases" / f"{key}.yaml", root)
+                    fix = f"chart values of release {key} go in {target}"
+                message = "not an environment setting (declared in environments/base/values.yaml)"
+                problems.append(_problem(shown, line, dotted, message, fix))
                 continue
             if isinstance(value, CommentedMap):
                 base_value = declared.get(dotted)
                 if base_value is not None and not isinstance(base_value, dict):
-                    problems.append(OverrideProblem(path, line, dotted, "a mapping where the base declares a value"))
+                    problems.append(_problem(shown, line, dotted, "a mapping where the base declares a value"))
                     continue
                 if base_value == {}:
                     continue
@@ -199,11 +193,11 @@ def check_settings(path: Path, base: dict[str, Any], release_names: set[str], ro
     return problems
 
 
-def check_overrides(layout: RepoLayout) -> list[OverrideProblem]:
+def check_overrides(layout: RepoLayout) -> list[Diagnostic]:
     releases = {r.name: r for r in declared_releases(layout)}
     lock = VersionsLock.load(layout.lock_file)
     charts: dict[str, ChartValues | None] = {}
-    problems: list[OverrideProblem] = []
+    problems: list[Diagnostic] = []
     base_file = layout.environments_dir / "base" / "values.yaml"
     base = _safe_yaml(base_file) or {}
     for layer in environments.all_layer_dirs(layout):
@@ -215,19 +209,20 @@ def check_overrides(layout: RepoLayout) -> list[OverrideProblem]:
             problems.append(exc.problem)
         for path in sorted((layer / "releases").glob("*.y*ml")):
             name = path.name.rsplit(".", 1)[0]
+            shown = shown_path(path, layout.root)
             release = releases.get(name)
             if release is None:
-                problems.append(OverrideProblem(path, 1, name, f"there is no release {name!r}; this file does nothing"))
+                problems.append(_problem(shown, 1, name, f"there is no release {name!r}; this file does nothing"))
                 continue
             if name not in charts:
                 chart_dir = release.chart_dir(layout, lock)
                 charts[name] = ChartValues.load(chart_dir) if chart_dir and chart_dir.is_dir() else None
             chart = charts[name]
             if chart is None:
-                problems.append(OverrideProblem(path, 1, name, "its chart is not vendored: run `inv charts.sync`"))
+                problems.append(_problem(shown, 1, name, "its chart is not vendored", "run `inv charts.sync`"))
                 continue
             try:
-                problems += check_chart_overrides(path, release, chart)
+                problems += check_chart_overrides(path, release, chart, layout.root)
             except _Unreadable as exc:
                 problems.append(exc.problem)
     return problems

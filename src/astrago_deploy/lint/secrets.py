@@ -10,9 +10,10 @@ so are empty values and template expressions.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from astrago_deploy.core import files
+from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.layout import RepoLayout
 
 # A key that names a credential ends with one of these words (harborAdminPassword, clientSecret).
@@ -25,17 +26,11 @@ _KEY_VALUE = re.compile(r"^\s*-?\s*(?P<key>[A-Za-z0-9_.-]+)\s*:\s*(?P<value>.*?)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
-@dataclass(frozen=True)
-class SecretFinding:
-    file: Path
-    line: int
-    key: str
+_FIX = 'reference an existing Kubernetes Secret instead (README "Secrets")'
 
-    def render(self, root: Path) -> str:
-        return (
-            f"{self.file.relative_to(root)}:{self.line}: {self.key} holds a plaintext credential; "
-            'reference an existing Kubernetes Secret instead (README "Secrets")'
-        )
+
+def _finding(shown: str, line: int, key: str) -> Diagnostic:
+    return Diagnostic(shown, line, key, "error", "holds a plaintext credential", _FIX)
 
 
 def scanned_files(layout: RepoLayout) -> list[Path]:
@@ -52,22 +47,23 @@ def _literal(value: str) -> bool:
     return "{{" not in value and not value.startswith(("&", "*"))
 
 
-def scan_text(path: Path, text: str) -> list[SecretFinding]:
+def scan_text(path: Path, text: str, root: Path | None = None) -> list[Diagnostic]:
+    shown = shown_path(path, root) if root else str(path)
     findings = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.lstrip().startswith("#"):
             continue
         if _PEM.search(line):
-            findings.append(SecretFinding(path, number, "private key"))
+            findings.append(_finding(shown, number, "private key"))
             continue
         match = _KEY_VALUE.match(line)
         if not match:
             continue
         key = match["key"]
         if _CREDENTIAL_KEY.search(key) and not _REFERENCE_KEY.search(key) and _literal(match["value"]):
-            findings.append(SecretFinding(path, number, key))
+            findings.append(_finding(shown, number, key))
     return findings
 
 
-def scan(layout: RepoLayout) -> list[SecretFinding]:
-    return [f for path in scanned_files(layout) for f in scan_text(path, path.read_text(encoding="utf-8"))]
+def scan(layout: RepoLayout) -> list[Diagnostic]:
+    return [f for path in scanned_files(layout) for f in scan_text(path, files.read_text(path), layout.root)]

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.errors import InputError
+from astrago_deploy.core.errors import ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
 
 STAGES = ("dev", "stage", "prod")
@@ -197,3 +197,25 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     for folder in env.layer_dirs(layout):
         merged = deep_merge(merged, yaml.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged
+
+
+def setting(layout: RepoLayout, env: Environment, dotted: str) -> Any:
+    """One setting by its dotted path (`cluster.kubeContext`), None when unset.
+
+    A scalar where the path needs a mapping (`cluster: prod`) is a ConfigError naming the key,
+    not an AttributeError deep in a task.
+    """
+    node: Any = settings(layout, env)
+    walked: list[str] = []
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            where = ".".join(walked)
+            raise ConfigError(
+                f"environment {env.name}: setting {where} must be a mapping (it holds {type(node).__name__}); "
+                f"see its values.yaml layers under environments/"
+            )
+        node = node.get(part)
+        walked.append(part)
+    return node

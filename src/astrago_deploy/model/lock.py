@@ -83,6 +83,13 @@ class VersionsLock:
     def has(self, name: str) -> bool:
         return name in self._charts
 
+    def line_of(self, name: str) -> int | None:
+        """The 1-based line of chart `name`'s entry, for messages that point at it."""
+        try:
+            return int(self._charts.lc.key(name)[0]) + 1
+        except (KeyError, TypeError, AttributeError):  # a chart added in memory has no line
+            return None
+
     def get(self, name: str) -> LockedChart:
         entry = self._charts.get(name)
         if entry is None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from astrago_deploy.core import files
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import VersionsLock
 
@@ -56,7 +57,7 @@ class ReleaseRef:
 
 def _parse_tier_file(tier_file: Path) -> list[ReleaseRef]:
     blocks: list[tuple[int, dict[str, str]]] = []
-    for number, line in enumerate(tier_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(files.read_text(tier_file).splitlines(), start=1):
         if m := _RELEASE_NAME.match(line):
             blocks.append((number, {"name": m["name"]}))
         elif blocks and (m := _FIELD.match(line)):

@@ -128,6 +128,13 @@ class PatchEntry:
         """The explicit target selector, or the resource the strategic-merge patch names."""
         if isinstance(self.raw, dict) and isinstance(self.raw.get("target"), dict):
             t = self.raw["target"]
+            for key in ("group", "version", "kind", "name", "namespace"):
+                # kustomize reads these as regular expressions; so does Target.matches.
+                try:
+                    re.compile(str(t.get(key, "")))
+                except re.error as exc:
+                    where = f"{self.label(self.layer)}: target.{key} {t.get(key)!r}"
+                    raise ConfigError(f"{where} is not a valid regular expression ({exc})") from exc
             return Target(
                 str(t.get("group", "")),
                 str(t.get("version", "")),

@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from astrago_deploy.core.errors import AstragoError, file_error
 from astrago_deploy.patches import kustomize as patching
 from astrago_deploy.render.stream import marker
 
@@ -40,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     manifests = sys.stdin.read()
     try:
         sys.stdout.write(post_render(args.root, args.release, args.env, manifests))
-    except Exception as exc:  # helm shows our stderr; keep it short and say where
-        print(f"post-render {args.release} ({args.env}): {exc}", file=sys.stderr)
+    except (AstragoError, OSError) as exc:
+        # helm shows our stderr: one line saying where, and with ASTRAGO_DEBUG=1 the traceback
+        # above it. Anything else is a bug and Python prints its traceback anyway.
+        if os.environ.get("ASTRAGO_DEBUG") == "1":
+            traceback.print_exc(file=sys.stderr)
+        error = file_error(exc) if isinstance(exc, OSError) else exc
+        print(f"post-render {args.release} ({args.env}): {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -10,12 +10,12 @@ Environments render in parallel within a memory bound.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model import environments
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.model.lock import VersionsLock
@@ -232,9 +233,8 @@ class Renderer:
         started = time.monotonic()
         out_dir = self.out_root / env.name
         key = render_key(self.layout, env) + ("" if self.patches else "-unpatched")
-        key_file = out_dir / KEY_FILE
-        if self.use_cache and key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
-            summary = json.loads((out_dir / ".summary.json").read_text(encoding="utf-8"))
+        summary = _cached_summary(out_dir, key) if self.use_cache else None
+        if summary is not None:
             return EnvironmentRender(
                 env.name, time.monotonic() - started, True, summary["documents"], summary["normalized"], out_dir
             )
@@ -257,17 +257,24 @@ class Renderer:
         if not envs:
             return []
         workers = parallelism(len(envs))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
-            futures = {env.name: pool.submit(self.render_environment, env) for env in envs}
-            results, errors = [], []
-            for name, future in futures.items():
-                try:
-                    results.append(future.result())
-                except AstragoError as exc:
-                    errors.append(f"{name}: {exc}")
-        if errors:
-            raise AstragoError("render failed:\n" + "\n".join(errors))
+        jobs = [(env.name, functools.partial(self.render_environment, env)) for env in envs]
+        results, failures = run_jobs(jobs, workers, "render")
+        if failures:
+            raise AstragoError("render failed:\n" + "\n".join(f"{name}: {exc}" for name, exc in failures))
         return results
+
+
+def _cached_summary(out_dir: Path, key: str) -> dict[str, Any] | None:
+    """The summary of the render in `out_dir` if it was made for `key`; a damaged one is a miss."""
+    try:
+        if (out_dir / KEY_FILE).read_text(encoding="utf-8").strip() != key:
+            return None
+        summary = json.loads((out_dir / ".summary.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: bad JSON or not UTF-8
+        return None
+    if not isinstance(summary, dict) or not all(isinstance(summary.get(k), dict) for k in ("documents", "normalized")):
+        return None
+    return summary
 
 
 def default_renderer(layout: RepoLayout, out: Path | None, log: Callable[[str], None]) -> Renderer:

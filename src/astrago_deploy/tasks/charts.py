@@ -13,6 +13,7 @@ from astrago_deploy.charts import scaffold
 from astrago_deploy.charts.vendor import default_vendor
 from astrago_deploy.cli import layout_of, say, user_errors, warn
 from astrago_deploy.core.console import ConsoleProgress
+from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader
@@ -70,7 +71,7 @@ def verify(ctx: Context) -> None:
     """Offline: vendored trees match the lock, no folder missing or extra, releases use locked charts."""
     problems = default_vendor(layout_of(ctx), None).verify()
     for problem in problems:
-        say(problem.line())
+        say(format_diagnostic(problem))
     if problems:
         raise AstragoError(f"charts.verify found {len(problems)} problem(s)")
     say("charts.verify: vendored charts, lock and releases agree")

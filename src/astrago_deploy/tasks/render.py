@@ -9,6 +9,8 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors, warn
+from astrago_deploy.core import diagnostics
+from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.render import diff as render_diff
 from astrago_deploy.render import renderer as rendering
@@ -92,10 +94,10 @@ def validate(ctx: Context, env: list[str] | None = None, warnings: bool = False)
     layout = layout_of(ctx)
     names = [e.name for e in rendering.select_environments(layout, env or [], False)]
     findings = validation.validate_rendered(layout, names)
-    problems = validation.errors(findings)
+    problems = diagnostics.errors(findings)
     for finding in findings:
         if finding.is_error or warnings:
-            say(str(finding))
+            say(format_diagnostic(finding))
     notes = len(findings) - len(problems)
     summary = f"validated {', '.join(names)}: {len(problems)} error(s), {notes} warning(s)"
     if problems:

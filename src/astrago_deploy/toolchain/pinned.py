@@ -116,7 +116,10 @@ def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
             kind = src.get("type") if isinstance(src, dict) else None
             if kind not in ("archive", "binary", "pypi-wheel", "directory"):
                 raise ConfigError(f"{path}: tools.{name}.sources[{index}].type {kind!r} is unknown")
-            sources.append(Source(**{k: str(v) for k, v in src.items()}))
+            unknown = sorted(set(map(str, src)) - set(Source.__dataclass_fields__))
+            if unknown:
+                raise ConfigError(f"{path}: tools.{name}.sources[{index}] has unknown keys: {', '.join(unknown)}")
+            sources.append(Source(**{str(k): str(v) for k, v in src.items()}))
         if not sources:
             raise ConfigError(f"{path}: tools.{name} has no sources")
         pins[name] = ToolPin(name, str(spec.get("version", "")), sha, tuple(sources))

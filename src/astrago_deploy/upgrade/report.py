@@ -16,6 +16,8 @@ from typing import Any
 
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.core import yaml
+from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
+from astrago_deploy.core.errors import FileAccessError
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.manifests import crd_files, images, read_documents
 
@@ -94,28 +96,57 @@ def affected_overrides(overrides: dict[str, dict[str, Any]], diff: ValuesDiff) -
     return found
 
 
-def load_override(path: Path, unreadable: list[str]) -> dict[str, Any]:
+class UnreadableOverride(Exception):
+    """An override file whose keys cannot be checked; the report shows `diagnostic`."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(format_diagnostic(diagnostic))
+        self.diagnostic = diagnostic
+
+
+def load_override(path: Path, shown: str = "") -> dict[str, Any]:
     """Values a file sets; `.gotmpl` files are read with template expressions blanked out.
 
-    A file that cannot be read is added to `unreadable` (the report shows it) and sets nothing.
+    A file that cannot be read raises UnreadableOverride: the report must say its keys went
+    unchecked rather than treat it as setting nothing.
     """
-    text = yaml.read_text(path)
+    shown = shown or str(path)
+    try:
+        text = yaml.read_text(path)
+    except FileAccessError as exc:
+        raise UnreadableOverride(Diagnostic(shown, exc.line, "", "error", exc.reason)) from exc
     if path.suffix == ".gotmpl":
         # Directive lines become empty lines, so a YAML error's line number is the file's.
         lines = ["" if re.fullmatch(r"\s*\{\{-?.*-?\}\}\s*", line) else line for line in text.splitlines()]
         text = re.sub(r"\{\{.*?\}\}", "TEMPLATED", "\n".join(lines))
     try:
-        data = yaml.load(text, path)
+        data = yaml.load(text, shown)
     except yaml.YamlError as exc:
-        unreadable.append(str(exc))
-        return {}
+        raise UnreadableOverride(
+            Diagnostic(
+                shown, exc.line, "", "error", f"not valid YAML: {exc.reason}", "fix the file; its keys were not checked"
+            )
+        ) from exc
     return data if isinstance(data, dict) else {}
+
+
+def read_overrides(paths: list[Path], root: Path) -> tuple[dict[str, dict[str, Any]], list[Diagnostic]]:
+    """The values each override file sets (by path shown), and the files that could not be read."""
+    values: dict[str, dict[str, Any]] = {}
+    unreadable: list[Diagnostic] = []
+    for path in paths:
+        shown = shown_path(path, root)
+        try:
+            values[shown] = load_override(path, shown)
+        except UnreadableOverride as exc:
+            unreadable.append(exc.diagnostic)
+    return values, unreadable
 
 
 # --- CRDs --------------------------------------------------------------------------------
 
 
-def crds_of_tree(chart_dir: Path, unreadable: list[str]) -> dict[str, dict[str, Any]]:
+def crds_of_tree(chart_dir: Path, unreadable: list[Diagnostic]) -> dict[str, dict[str, Any]]:
     """CustomResourceDefinitions shipped in `crds/` folders (chart and subcharts), by name.
 
     A file that cannot be read is added to `unreadable`: its CRDs are missing from the
@@ -128,11 +159,14 @@ def crds_of_tree(chart_dir: Path, unreadable: list[str]) -> dict[str, dict[str, 
         try:
             docs = [doc for doc in yaml.load_all(yaml.read_text(path), label) if isinstance(doc, dict)]
         except yaml.YamlError as exc:
-            unreadable.append(str(exc))
+            unreadable.append(Diagnostic(str(label), exc.line, "", "error", f"not valid YAML: {exc.reason}"))
+            continue
+        except FileAccessError as exc:
+            unreadable.append(Diagnostic(str(label), exc.line, "", "error", exc.reason))
             continue
         for doc in docs:
             if doc.get("kind") == "CustomResourceDefinition":
-                found[str(doc["metadata"]["name"])] = doc | {"_source": "crds/"}
+                found[_crd_name(doc, path.name)] = doc | {"_source": "crds/"}
     return found
 
 
@@ -141,10 +175,17 @@ def crds_of_render(folder: Path, release: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     return {
-        str(d["metadata"]["name"]): d | {"_source": "templates"}
+        _crd_name(d, path.name): d | {"_source": "templates"}
         for d in read_documents(path)
         if d.get("kind") == "CustomResourceDefinition"
     }
+
+
+def _crd_name(doc: dict[str, Any], file: str) -> str:
+    # A CRD without a name is invalid, yet it must show in the report rather than crash it.
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return str(name) if name else f"(unnamed CRD in {file})"
 
 
 def _schema_fields(schema: Any, prefix: str = "") -> set[str]:
@@ -307,9 +348,11 @@ class UpgradeReport:
     patches: list[dict[str, Any]]
     changelog: list[dict[str, Any]]
     render_notes: list[str] = field(default_factory=list)
-    # Files the analysis could not read ("FILE:LINE: not valid YAML: ..."): what they hold is
+    # Chart files the analysis could not read ("not valid YAML: ..."): what they hold is
     # missing from the comparison, so the report names them and rates the bump high.
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[Diagnostic] = field(default_factory=list)
+    # override files that could not be read: their keys went unchecked
+    unreadable_overrides: list[Diagnostic] = field(default_factory=list)
     # env -> offline.registry, for environments that pull through a site registry
     offline_registries: dict[str, str] = field(default_factory=dict)
 
@@ -352,6 +395,7 @@ class UpgradeReport:
             or self.render_notes
             or self.unreadable
             or any(o.change == "removed" for o in self.overrides)
+            or self.unreadable_overrides
         ):
             return "high"
         if self.bump == "minor" or self.overrides or self.values.removed or self.observed():
@@ -371,6 +415,10 @@ class UpgradeReport:
             )
         if self.overrides:
             lines.append(f"{len(self.overrides)} of our overrides touch removed or changed defaults")
+        if self.unreadable_overrides:
+            lines.append(
+                f"{len(self.unreadable_overrides)} override file(s) could not be read: their keys went unchecked"
+            )
         if self.crd_changed:
             lines.append(
                 f"CRDs: {len(self.crds['added'])} added, {len(self.crds['removed'])} removed, "
@@ -383,7 +431,7 @@ class UpgradeReport:
         if failing:
             lines.append(f"patches: {len(failing)} stale or failed")
         lines += self.render_notes
-        lines += [f"not analysed (unreadable): {problem}" for problem in self.unreadable]
+        lines += [f"not analysed (unreadable): {format_diagnostic(d)}" for d in self.unreadable]
         return lines
 
     def as_json(self) -> dict[str, Any]:
@@ -399,6 +447,7 @@ class UpgradeReport:
             "summary": self.notable(),
             "values": self.values.as_json(),
             "overrides_affected": [o.__dict__ for o in self.overrides],
+            "overrides_unreadable": [d.as_json() for d in self.unreadable_overrides],
             "crds": self.crds,
             "images": self.images,
             "mirror_images": self.mirror_list(),
@@ -413,7 +462,7 @@ class UpgradeReport:
             "patches": self.patches,
             "changelog": self.changelog,
             "render_notes": self.render_notes,
-            "unreadable": self.unreadable,
+            "unreadable": [d.as_json() for d in self.unreadable],
         }
 
     def mirror_list(self) -> list[str]:
@@ -469,9 +518,10 @@ class UpgradeReport:
         if not (self.values.added or self.values.removed or self.values.changed):
             out.append("No default value changed.")
         out += ["", "### Our overrides affected", ""]
-        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides] or [
-            "None of our environment or customer overrides touch a removed or changed default."
-        ]
+        out += [f"- `{format_diagnostic(d)}`" for d in self.unreadable_overrides]
+        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides]
+        if not (self.overrides or self.unreadable_overrides):
+            out.append("None of our environment or customer overrides touch a removed or changed default.")
         out += ["", "## CRDs", ""]
         if self.crd_changed:
             out += [f"- added: `{n}`" for n in self.crds["added"]]

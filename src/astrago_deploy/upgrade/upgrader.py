@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import filelock
 
@@ -25,6 +26,7 @@ from astrago_deploy.charts.oci import OciChart
 from astrago_deploy.charts.values import ChartValues
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import atomic, yaml
+from astrago_deploy.core.diagnostics import Diagnostic
 from astrago_deploy.core.errors import AstragoError, GitError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.github import DEFAULT_API, GitHub, github_repository
@@ -252,8 +254,8 @@ class Upgrader:
         values = upgrade_report.diff_values(
             ChartValues.load(old_dir).coalesced_defaults(), ChartValues.load(new_dir).coalesced_defaults()
         )
-        unreadable: list[str] = []
-        overrides = self._override_files(tree, releases, unreadable)
+        overrides, unreadable_overrides = self._override_files(tree, releases)
+        unreadable: list[Diagnostic] = []
         old_crds = upgrade_report.crds_of_tree(old_dir, unreadable)
         new_crds = upgrade_report.crds_of_tree(new_dir, unreadable)
         for release in releases:
@@ -270,6 +272,7 @@ class Upgrader:
             new_app=str(new_meta.get("appVersion", "")),
             values=values,
             overrides=upgrade_report.affected_overrides(overrides, values),
+            unreadable_overrides=unreadable_overrides,
             crds=upgrade_report.diff_crds(old_crds, new_crds),
             images={
                 e.name: upgrade_report.diff_images(
@@ -283,9 +286,7 @@ class Upgrader:
             render_notes=notes,
             unreadable=unreadable,
             offline_registries={
-                e.name: str(reg)
-                for e in envs
-                if (reg := (environments.settings(tree, e).get("offline") or {}).get("registry"))
+                e.name: str(reg) for e in envs if (reg := environments.setting(tree, e, "offline.registry"))
             },
         )
         stem = f"{chart.name}-{chart.version}-to-{target}"
@@ -294,16 +295,14 @@ class Upgrader:
         return report, (md, js)
 
     def _override_files(
-        self, tree: RepoLayout, releases: list[str], unreadable: list[str]
-    ) -> dict[str, dict[str, object]]:
-        files: dict[str, dict[str, object]] = {}
+        self, tree: RepoLayout, releases: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], list[Diagnostic]]:
+        paths: list[Path] = []
         for release in releases:
             candidates = sorted(tree.environments_dir.glob(f"**/releases/{release}.yaml"))
             candidates.append(tree.helmfile_dir / "values" / f"{release}.yaml.gotmpl")
-            for path in candidates:
-                if path.is_file():
-                    files[str(path.relative_to(tree.root))] = upgrade_report.load_override(path, unreadable)
-        return files
+            paths += [path for path in candidates if path.is_file()]
+        return upgrade_report.read_overrides(paths, tree.root)
 
     def _commit(self, tree: RepoLayout, name: str, old: str, new: str, report: upgrade_report.UpgradeReport) -> str:
         repo = GitRepo(tree.root)

@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # ships no type information
 from kubernetes_validate import utils as kv_utils
@@ -36,13 +36,13 @@ from kubernetes_validate.version import __version__ as KV_VERSION
 from referencing import Registry, Resource
 
 from astrago_deploy.core import yaml
-from astrago_deploy.core.errors import AstragoError, ConfigError
+from astrago_deploy.core.diagnostics import Diagnostic, Severity
+from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.render.manifests import crd_files, images, load_documents, read_documents, resource_id
 from astrago_deploy.render.renderer import NORMALIZED
 
-Severity = Literal["error", "warning"]
 Gvk = tuple[str, str, str]  # (group, version, kind); group "" for the core API
 CrdIndex = dict[Gvk, dict[str, Any]]
 
@@ -53,31 +53,6 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _DIRECTIVE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
 _MESSAGE_LIMIT = 300
 _CRD_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem with one rendered document."""
-
-    source: str  # the rendered file (rendered/<env>/<release>.yaml) or what the caller named
-    resource: str  # Kind/namespace/name
-    message: str
-    severity: Severity = "error"
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity == "error"
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{self.severity.upper()} {where}{self.resource}: {self.message}"
-
-
-def errors(findings: Iterable[Finding]) -> list[Finding]:
-    return [finding for finding in findings if finding.is_error]
-
-
-# --- environment settings and the Kubernetes version ------------------------------------
 
 
 def _layer_files(layout: RepoLayout, env: str | None) -> list[Path]:
@@ -420,7 +395,11 @@ def _messages(error: Any) -> list[str]:
         known = error.schema.get("properties") or {}
         patterns = list((error.schema.get("patternProperties") or {}).keys())
         instance = error.instance if isinstance(error.instance, dict) else {}
-        unknown = [key for key in instance if key not in known and not any(re.search(p, str(key)) for p in patterns)]
+        unknown = [
+            key
+            for key in instance
+            if key not in known and not any(_usable_pattern(p) and re.search(p, str(key)) for p in patterns)
+        ]
         if unknown:
             return [f"{_path([*where, key])}: unknown field" for key in unknown]
     if error.validator == "format" and error.validator_value == "byte":
@@ -494,7 +473,7 @@ def validate_documents(
     crds: Mapping[Gvk, dict[str, Any]],
     strict: bool = True,
     source: str = "",
-) -> list[Finding]:
+) -> list[Diagnostic]:
     """Findings for `docs` against Kubernetes `k8s_version` and the CRD schemas `crds`.
 
     Built-in kinds: kubernetes-validate's schemas (strict: unknown fields are errors). Custom
@@ -507,11 +486,11 @@ def validate_documents(
     for doc in docs:
         ident = resource_id(doc)
         severity, messages = _validate_one(doc, schema_dir, crds, crd_validators, strict)
-        findings += [Finding(source, ident, message, severity) for message in messages]
+        findings += [Diagnostic(source, None, ident, severity, message) for message in messages]
     return findings
 
 
-def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source: str = "") -> list[Finding]:
+def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source: str = "") -> list[Diagnostic]:
     """An error for every image in `docs` not pulled from `registry` (host[:port][/path])."""
     prefix = registry.rstrip("/") + "/"
     release = Path(source).stem if source else ""
@@ -521,7 +500,7 @@ def offline_image_findings(docs: Iterable[dict[str, Any]], registry: str, source
         for image in sorted(images(doc)):
             if not image.startswith(prefix):
                 message = f"image {image} is not pulled from the offline registry {registry}{named}"
-                findings.append(Finding(source, resource_id(doc), message))
+                findings.append(Diagnostic(source, None, resource_id(doc), "error", message))
     return findings
 
 
@@ -530,7 +509,7 @@ def _rendered_files(layout: RepoLayout, env: str) -> list[Path]:
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
+def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Diagnostic]:
     """Findings for every file of rendered/<env>/ of each environment (every one when none named).
 
     Each environment is validated against its own Kubernetes version; where its settings name
@@ -545,7 +524,7 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
             f"not rendered: {', '.join(missing)} (no {layout.rendered_dir}/<env>/*.yaml); run `inv render {flags}`"
         )
     chart_crds = crd_schemas(layout)
-    findings: list[Finding] = []
+    findings: list[Diagnostic] = []
     for env in selected:
         version = kubernetes_version(layout, env.name)
         offline = environments.settings(layout, env).get("offline")
@@ -556,7 +535,9 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Finding]:
             try:
                 loaded[source] = load_documents(yaml.read_text(path), source)
             except yaml.YamlError as exc:
-                findings.append(Finding(source, "(file)", _shorten(str(exc))))
+                findings.append(Diagnostic(source, exc.line, "", "error", f"not valid YAML: {_shorten(exc.reason)}"))
+            except FileAccessError as exc:
+                findings.append(Diagnostic(source, exc.line, "", "error", exc.reason))
         crds = {**chart_crds, **crd_schemas_of(doc for docs in loaded.values() for doc in docs)}
         for source, docs in loaded.items():
             findings += validate_documents(docs, version, crds, source=source)
