@@ -316,6 +316,65 @@ def test_the_token_service_gets_the_registry_credentials(
     assert not any(s.headers.get("Authorization", "").startswith("Basic") for s in target.proxy.seen)
 
 
+def _bcrypt(password: str) -> str | None:
+    """A bcrypt hash for distribution's htpasswd file (the `crypt` module, gone in Python 3.13)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+    except ImportError:
+        return None
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    return hashed if hashed and hashed.startswith("$2") else None
+
+
+def test_basic_auth_sends_credentials_only_after_the_challenge(tmp_path: Path) -> None:
+    _needs_registry()
+    hashed = _bcrypt("pa55-canary")
+    if hashed is None:
+        pytest.skip("no bcrypt available (Python's crypt module) to write an htpasswd file")
+    (tmp_path / "htpasswd").write_text(f"robot:{hashed}\n")
+    process = RegistryProcess(
+        tmp_path / "registry", f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path / 'htpasswd'}\n"
+    )
+    proxy = Proxy(process.host)
+    try:
+        key = f"ASTRAGO_REPO_127_0_0_1_{proxy.host.split(':')[1]}"
+        ref = Reference(proxy.host, "team/app", "v1")
+        with pytest.raises(AccessDeniedError, match=rf"the registry wants credentials; none are set \({key}_USERNAME"):
+            RegistryClient({}, retries=0).tags(ref)
+        with pytest.raises(AccessDeniedError) as caught:
+            RegistryClient({f"{key}_USERNAME": "robot", f"{key}_PASSWORD": "wrong-canary"}, retries=0).tags(ref)
+        assert str(caught.value) == f"{proxy.host}/team/app: access denied: the registry refused the credentials"
+        proxy.seen.clear()
+
+        client = RegistryClient({f"{key}_USERNAME": "robot", f"{key}_PASSWORD": "pa55-canary"}, retries=0)
+        push_image(client, ref, IMAGE, tmp_path / "up")
+        assert client.get_manifest(ref).data == IMAGE.manifest
+    finally:
+        proxy.stop()
+        process.stop()
+    sent = [s.headers.get("Authorization", "")[:6] for s in proxy.seen]
+    assert sent[0] == "" and proxy.seen[0].status == 401
+    assert set(sent[1:]) == {"Basic "}
+
+
+def test_a_download_deadline_stops_the_transfer_and_keeps_what_arrived(
+    registry: RegistryProcess, big_blob: tuple[Reference, str, Path, int], tmp_path: Path
+) -> None:
+    ref, digest, _source, _peak = big_blob
+    client = RegistryClient({})
+    with pytest.raises(RegistryError, match=rf"blob {digest}: not complete after 0 s \(\d+ bytes\)$"):
+        client.pull_blob(ref, digest, tmp_path / "blob", deadline=0.0)
+    (partial,) = tmp_path.iterdir()
+    assert partial.name.startswith(".blob.") and partial.name.endswith(".partial")
+    assert 0 < partial.stat().st_size < 64 * MiB
+    assert _file_sha256(client.pull_blob(ref, digest, tmp_path / "blob")) == digest  # resumed
+    assert list(tmp_path.iterdir()) == [tmp_path / "blob"]
+
+
 # --- manifests, blobs, copies --------------------------------------------------------------
 
 
