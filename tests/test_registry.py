@@ -10,6 +10,7 @@ installed (`apt-get install skopeo`; CI installs it).
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -23,13 +24,16 @@ from pathlib import Path
 
 import pytest
 
+from astrago_deploy.charts.oci import CHART_LAYER, OciChart, OciClient
 from astrago_deploy.core.errors import InputError
+from astrago_deploy.core.http import Fetcher
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.copy import copy_image
 from astrago_deploy.registry.errors import AccessDeniedError, DigestMismatchError, NotFoundError, RegistryError
 from astrago_deploy.registry.manifest import Manifest, Platform
 from astrago_deploy.registry.reference import Reference, split_host_port, uses_plain_http
 
+from .chart_fixtures import chart_tgz
 from .registry_support import (
     DOCKER_LIST,
     OCI_INDEX,
@@ -373,6 +377,41 @@ def test_a_download_deadline_stops_the_transfer_and_keeps_what_arrived(
     assert 0 < partial.stat().st_size < 64 * MiB
     assert _file_sha256(client.pull_blob(ref, digest, tmp_path / "blob")) == digest  # resumed
     assert list(tmp_path.iterdir()) == [tmp_path / "blob"]
+
+
+def test_charts_are_read_through_the_registry_client(
+    secured: Callable[[str], Secured], token_server: TokenServer, tmp_path: Path
+) -> None:
+    """OciClient (charts/) on a token-auth registry: per-host tokens, verified manifest and layer."""
+    target = secured("charts")
+    archive = chart_tgz("demo", "0.1.0")
+    config = b"{}"
+    (tmp_path / "chart.tgz").write_bytes(archive)
+    (tmp_path / "config.json").write_bytes(config)
+    client = RegistryClient({})
+    ref = Reference(target.host, "charts/demo", "0.1.0")
+    client.push_blob(ref, tmp_path / "chart.tgz")
+    client.push_blob(ref, tmp_path / "config.json")
+    manifest = Manifest.of(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": sha256(config),
+                           "size": len(config)},
+                "layers": [{"mediaType": CHART_LAYER, "digest": sha256(archive), "size": len(archive)}],
+            }
+        ).encode(),
+        "application/vnd.oci.image.manifest.v1+json",
+    )  # fmt: skip
+    client.put_manifest(ref, manifest)
+    token_server.issued.clear()
+
+    charts = OciClient(Fetcher(environ={}, retries=0))
+    chart = OciChart(f"oci://{target.host}/charts", "demo")
+    assert charts.tags(chart) == ["0.1.0"]
+    assert charts.resolve(chart, "0.1.0") == manifest.digest
+    assert charts.pull(chart, manifest.digest) == (archive, sha256(archive))
+    assert [i.scopes for i in token_server.issued] == [["repository:charts/demo:pull"]]  # one token, reused
 
 
 # --- manifests, blobs, copies --------------------------------------------------------------
