@@ -572,6 +572,21 @@ def test_a_blob_that_does_not_match_its_digest_never_lands(registry: RegistryPro
     assert list((tmp_path / "out").iterdir()) == []  # neither the blob nor a partial file
 
 
+def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryProcess, tmp_path: Path) -> None:
+    client = RegistryClient({})
+    ref = repo(registry.host)
+    source = tmp_path / "layer"
+    source.write_bytes(os.urandom(300_000))
+    digest = client.push_blob(ref, source).digest
+    dest = tmp_path / "out" / "layer"
+    dest.parent.mkdir()
+    leftover = dest.with_name(f".layer.{digest.removeprefix('sha256:')[:16]}.partial")
+    leftover.write_bytes(b"not the blob" * 1000)
+
+    assert client.pull_blob(ref, digest, dest).read_bytes() == source.read_bytes()
+    assert list(dest.parent.iterdir()) == [dest]
+
+
 def test_a_chunked_upload_streams_from_disk(registry: RegistryProcess, tmp_path: Path) -> None:
     source = tmp_path / "blob"
     digest = _write_random(source, 12 * MiB)

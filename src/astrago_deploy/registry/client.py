@@ -472,10 +472,31 @@ class RegistryClient:
         once digest (and `size`, when given) match; a partial file left by an earlier attempt or
         run is resumed. `deadline` bounds the whole transfer in seconds.
         """
-        algorithm, _colon, hexdigest = digest.partition(":")
+        hexdigest = digest.partition(":")[2]
         partial = dest.with_name(f".{dest.name}.{hexdigest[:16]}.partial")
         dest.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
+        inherited = partial.exists()
+        actual = self._stream_blob(ref, digest, partial, size, started, deadline)
+        if actual != digest and inherited:
+            # The partial file an earlier run left held other bytes: fetch from scratch, once.
+            partial.unlink(missing_ok=True)
+            actual = self._stream_blob(ref, digest, partial, size, started, deadline)
+        if actual != digest:
+            partial.unlink(missing_ok=True)
+            raise DigestMismatchError(ref.name, "blob", digest, actual)
+        written = partial.stat().st_size
+        if size is not None and written != size:
+            partial.unlink(missing_ok=True)
+            raise DigestMismatchError(ref.name, "blob size", str(size), str(written))
+        partial.replace(dest)
+        return dest
+
+    def _stream_blob(
+        self, ref: Reference, digest: str, partial: Path, size: int | None, started: float, deadline: float | None
+    ) -> str:
+        """Complete `partial` from the registry (resuming with Range); the digest of its content."""
+        algorithm = digest.partition(":")[0]
         cuts = 0
         while True:
             offset = partial.stat().st_size if partial.exists() else 0
@@ -545,16 +566,7 @@ class RegistryClient:
             finally:
                 resp.close()
             break
-        actual = f"{algorithm}:{hasher.hexdigest()}"
-        if actual != digest:
-            partial.unlink(missing_ok=True)
-            raise DigestMismatchError(ref.name, "blob", digest, actual)
-        written = partial.stat().st_size
-        if size is not None and written != size:
-            partial.unlink(missing_ok=True)
-            raise DigestMismatchError(ref.name, "blob size", str(size), str(written))
-        partial.replace(dest)
-        return dest
+        return f"{algorithm}:{hasher.hexdigest()}"
 
     def mount_blob(self, ref: Reference, digest: str, source_repository: str) -> bool:
         """Mount `digest` from another repository of the same registry; False if it would not."""
