@@ -18,7 +18,7 @@ ROOT = PACKAGE.name
 # `cli` is the error boundary and repository lookup the task wiring uses (it needs only core).
 LAYERS: list[set[str]] = [
     {"core"},
-    {"toolchain", "model"},
+    {"toolchain", "model", "registry"},
     {"charts"},
     {"render"},
     {"patches", "validate"},

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -31,10 +29,8 @@ from astrago_deploy.model.lock import LockedChart, VersionsLock
 
 from .chart_fixtures import chart_tgz, reference_tree_digest, sha256
 from .conftest import PROJECT, HttpServer, snapshot
+from .registry_support import REGISTRY_BINARY, RegistryProcess
 
-INSTALLED_REGISTRY = PROJECT / ".tools" / "registry" / "usr" / "bin" / "docker-registry"
-# ASTRAGO_TEST_REGISTRY points at another docker-registry binary (e.g. a system-wide one).
-REGISTRY_BINARY = Path(os.environ.get("ASTRAGO_TEST_REGISTRY") or INSTALLED_REGISTRY)
 HELM = PROJECT / ".tools" / "bin" / "helm"
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
@@ -85,21 +81,6 @@ class Registry:
         return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(host: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}/v2/", timeout=2) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     if os.environ.get("ASTRAGO_SKIP_OCI") == "1":
@@ -111,7 +92,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             pytrace=False,
         )
     root = tmp_path_factory.mktemp("registry")
-    storage = root / "data"
     state = root / "helm"
     helm_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HELM_")},
@@ -124,38 +104,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     }
     work = root / "work"
     work.mkdir()
-    process: subprocess.Popen[bytes] | None = None
-    log = root / "registry.log"
-    for _attempt in range(3):  # another process may grab the free port first
-        host = f"127.0.0.1:{_free_port()}"
-        config = root / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {host}\n"
-        )
-        with log.open("wb") as out:
-            process = subprocess.Popen([str(REGISTRY_BINARY), "serve", str(config)], stdout=out, stderr=out)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and process.poll() is None and not _answers(host):
-            time.sleep(0.05)
-        if process.poll() is None and _answers(host):
-            break
-        process.kill()
-        process.wait()
-        process = None
-    if process is None:
-        pytest.fail(f"the test OCI registry did not start:\n{log.read_text()}", pytrace=False)
     try:
-        yield Registry(host, storage, helm_env, work)
+        process = RegistryProcess(root / "server")
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield Registry(process.host, process.storage, helm_env, work)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 def oci_block(chart: LockedChart) -> str:

@@ -59,14 +59,24 @@ def host_env_key(host: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", host.upper())
 
 
-def credentials_for(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+def host_credentials(host: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(`user`, `password`) for `host[:port]` from `ASTRAGO_REPO_<HOST>_USERNAME/_PASSWORD`, if both are set."""
     env = os.environ if environ is None else environ
-    key = host_env_key(host_port(url))
+    key = host_env_key(host)
     user = env.get(f"ASTRAGO_REPO_{key}_USERNAME")
     password = env.get(f"ASTRAGO_REPO_{key}_PASSWORD")
     if user and password:
         return user, password
     return None
+
+
+def credentials_hint(host: str) -> str:
+    """The variable names that hold `host[:port]`'s credentials (for messages; never the values)."""
+    return f"ASTRAGO_REPO_{host_env_key(host)}_USERNAME/_PASSWORD"
+
+
+def credentials_for(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    return host_credentials(host_port(url), environ)
 
 
 def resolve_reference(base_url: str, ref: str) -> str:
