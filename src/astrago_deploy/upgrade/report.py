@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,100 +492,9 @@ class UpgradeReport:
         return head + diffs + tail
 
     def _markdown_head(self) -> str:
-        out = [
-            f"# Upgrade {self.chart}: {self.old} -> {self.new}",
-            "",
-            f"**Semver:** {self.bump} (appVersion {self.old_app or '?'} -> {self.new_app or '?'}: {self.app_bump}) "
-            f"· **Risk:** {self.risk} · **Releases:** {', '.join(self.release_names) or '-'}",
-            "",
-            "## Summary",
-            "",
-        ]
-        out += [f"- {line}" for line in self.notable()]
-        observed = self.observed()
-        out += ["", "## Declared vs observed impact", ""]
-        out += [f"- :warning: {flag}" for flag in observed] or [f"- Nothing beyond what a {self.bump} bump declares."]
-        out += ["", "## Values", ""]
-        out += _table(["key", "default"], [[f"`{k}`", _short(v)] for k, v in self.values.added.items()], "Added", 60)
-        out += _table(
-            ["key", "old default"], [[f"`{k}`", _short(v)] for k, v in self.values.removed.items()], "Removed", 60
-        )
-        out += _table(
-            ["key", "old", "new"],
-            [[f"`{k}`", _short(a), _short(b)] for k, (a, b) in self.values.changed.items()],
-            "Changed",
-            60,
-        )
-        if not (self.values.added or self.values.removed or self.values.changed):
-            out.append("No default value changed.")
-        out += ["", "### Our overrides affected", ""]
-        out += [f"- `{format_diagnostic(d)}`" for d in self.unreadable_overrides]
-        out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in self.overrides]
-        if not (self.overrides or self.unreadable_overrides):
-            out.append("None of our environment or customer overrides touch a removed or changed default.")
-        out += ["", "## CRDs", ""]
-        if self.crd_changed:
-            out += [f"- added: `{n}`" for n in self.crds["added"]]
-            out += [f"- removed: `{n}`" for n in self.crds["removed"]]
-            for name, change in self.crds["changed"].items():
-                out.append(f"- changed: `{name}` ({change.get('source', '')})")
-                if "served" in change:
-                    out.append(f"  - served versions {change['served']['old']} -> {change['served']['new']}")
-                if "storage" in change:
-                    out.append(f"  - storage version {change['storage']['old']} -> {change['storage']['new']}")
-                for version, fields in change.get("fields", {}).items():
-                    if fields["added"]:
-                        out.append(f"  - {version}: fields added: {_short(', '.join(fields['added']), 400)}")
-                    if fields["removed"]:
-                        out.append(f"  - {version}: fields removed: {_short(', '.join(fields['removed']), 400)}")
-                if "other" in change:
-                    out.append(f"  - {change['other']}")
-            out += [
-                "",
-                "> Helm installs `crds/` on first install only and never upgrades them: apply the new CRDs by "
-                "hand before deploying, e.g. "
-                f"`kubectl apply --server-side -f charts/external/{self.chart}-{self.new}/crds/`"
-                " (and each subchart's `crds/`).",
-            ]
-        else:
-            out.append("No CRD changed.")
-        out += ["", "## Images", ""]
-        for env, image_diff in self.images.items():
-            if image_diff["added"] or image_diff["removed"] or image_diff["retagged"]:
-                out.append(f"**{env}**")
-                out += [f"- retagged `{r['old']}` -> `{r['new']}`" for r in image_diff["retagged"].values()]
-                out += [f"- added `{i}`" for i in image_diff["added"]]
-                out += [f"- removed `{i}`" for i in image_diff["removed"]]
-        mirror = self.mirror_list()
-        if mirror:
-            out += ["", "Images an air-gapped site must mirror:", "", "```", *mirror, "```"]
-        else:
-            out.append("No image changed.")
-        out += ["", "## Resources", ""]
-        for env, diff in self.resources.items():
-            c = diff.counts()
-            out.append(f"- **{env}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed")
-            for change in diff.changes[:40]:
-                out.append(f"  - {change.change} `{change.resource}` ({change.release})")
-            if len(diff.changes) > 40:
-                out.append(f"  - ... and {len(diff.changes) - 40} more")
-        out += ["", "## Patches", ""]
-        out += [
-            f"- {p['status']}: `{p['patch']}` -> {p['target']}: {p['reason']} [{', '.join(p['envs'])}]"
-            for p in self.patches
-        ] or ["No patch targets this chart's releases."]
-        out += ["", "## Changelog", ""]
-        for entry in self.changelog:
-            out.append(f"### {entry['version']} (appVersion {entry['app_version'] or '?'})")
-            out += [
-                f"- **{c['kind']}**: {c['description']}" + (f" ({', '.join(c['links'])})" if c["links"] else "")
-                for c in entry["changes"]
-            ]
-            out += [f"- release notes: {link}" for link in entry["links"]]
-            if not entry["changes"] and not entry["links"]:
-                out.append("- (no changes annotated in the repository index)")
-        if not self.changelog:
-            out.append("The repository index lists no versions in between.")
+        out: list[str] = []
+        for section in MARKDOWN_SECTIONS:
+            out += section(self)
         return "\n".join(out) + "\n"
 
     def _markdown_diffs(self, budget: int) -> str:
@@ -623,6 +533,138 @@ class UpgradeReport:
         md.write_text(self.markdown(shown_path or str(full_diff_path)), encoding="utf-8")
         js.write_text(json.dumps(self.as_json(), indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
         return md, js
+
+
+# --- Markdown sections: one function each, in the order the report shows them ----------------
+
+
+def _md_title(r: UpgradeReport) -> list[str]:
+    return [
+        f"# Upgrade {r.chart}: {r.old} -> {r.new}",
+        "",
+        f"**Semver:** {r.bump} (appVersion {r.old_app or '?'} -> {r.new_app or '?'}: {r.app_bump}) "
+        f"· **Risk:** {r.risk} · **Releases:** {', '.join(r.release_names) or '-'}",
+    ]
+
+
+def _md_summary(r: UpgradeReport) -> list[str]:
+    return ["", "## Summary", "", *(f"- {line}" for line in r.notable())]
+
+
+def _md_impact(r: UpgradeReport) -> list[str]:
+    flags = [f"- :warning: {flag}" for flag in r.observed()]
+    return ["", "## Declared vs observed impact", "", *(flags or [f"- Nothing beyond what a {r.bump} bump declares."])]
+
+
+def _md_values(r: UpgradeReport) -> list[str]:
+    out = ["", "## Values", ""]
+    out += _table(["key", "default"], [[f"`{k}`", _short(v)] for k, v in r.values.added.items()], "Added", 60)
+    out += _table(["key", "old default"], [[f"`{k}`", _short(v)] for k, v in r.values.removed.items()], "Removed", 60)
+    changed = [[f"`{k}`", _short(a), _short(b)] for k, (a, b) in r.values.changed.items()]
+    out += _table(["key", "old", "new"], changed, "Changed", 60)
+    if not (r.values.added or r.values.removed or r.values.changed):
+        out.append("No default value changed.")
+    return out
+
+
+def _md_overrides(r: UpgradeReport) -> list[str]:
+    out = ["", "### Our overrides affected", ""]
+    out += [f"- `{format_diagnostic(d)}`" for d in r.unreadable_overrides]
+    out += [f"- `{o.file}`: `{o.key}` ({o.change}: {o.detail})" for o in r.overrides]
+    if not (r.overrides or r.unreadable_overrides):
+        out.append("None of our environment or customer overrides touch a removed or changed default.")
+    return out
+
+
+def _md_crds(r: UpgradeReport) -> list[str]:
+    out = ["", "## CRDs", ""]
+    if not r.crd_changed:
+        return [*out, "No CRD changed."]
+    out += [f"- added: `{n}`" for n in r.crds["added"]]
+    out += [f"- removed: `{n}`" for n in r.crds["removed"]]
+    for name, change in r.crds["changed"].items():
+        out.append(f"- changed: `{name}` ({change.get('source', '')})")
+        if "served" in change:
+            out.append(f"  - served versions {change['served']['old']} -> {change['served']['new']}")
+        if "storage" in change:
+            out.append(f"  - storage version {change['storage']['old']} -> {change['storage']['new']}")
+        for version, fields in change.get("fields", {}).items():
+            if fields["added"]:
+                out.append(f"  - {version}: fields added: {_short(', '.join(fields['added']), 400)}")
+            if fields["removed"]:
+                out.append(f"  - {version}: fields removed: {_short(', '.join(fields['removed']), 400)}")
+        if "other" in change:
+            out.append(f"  - {change['other']}")
+    return [
+        *out,
+        "",
+        "> Helm installs `crds/` on first install only and never upgrades them: apply the new CRDs by "
+        "hand before deploying, e.g. "
+        f"`kubectl apply --server-side -f charts/external/{r.chart}-{r.new}/crds/`"
+        " (and each subchart's `crds/`).",
+    ]
+
+
+def _md_images(r: UpgradeReport) -> list[str]:
+    out = ["", "## Images", ""]
+    for env, image_diff in r.images.items():
+        if image_diff["added"] or image_diff["removed"] or image_diff["retagged"]:
+            out.append(f"**{env}**")
+            out += [f"- retagged `{d['old']}` -> `{d['new']}`" for d in image_diff["retagged"].values()]
+            out += [f"- added `{i}`" for i in image_diff["added"]]
+            out += [f"- removed `{i}`" for i in image_diff["removed"]]
+    mirror = r.mirror_list()
+    if mirror:
+        return [*out, "", "Images an air-gapped site must mirror:", "", "```", *mirror, "```"]
+    return [*out, "No image changed."]
+
+
+def _md_resources(r: UpgradeReport) -> list[str]:
+    out = ["", "## Resources", ""]
+    for env, diff in r.resources.items():
+        c = diff.counts()
+        out.append(f"- **{env}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed")
+        out += [f"  - {change.change} `{change.resource}` ({change.release})" for change in diff.changes[:40]]
+        if len(diff.changes) > 40:
+            out.append(f"  - ... and {len(diff.changes) - 40} more")
+    return out
+
+
+def _md_patches(r: UpgradeReport) -> list[str]:
+    rows = [
+        f"- {p['status']}: `{p['patch']}` -> {p['target']}: {p['reason']} [{', '.join(p['envs'])}]" for p in r.patches
+    ]
+    return ["", "## Patches", "", *(rows or ["No patch targets this chart's releases."])]
+
+
+def _md_changelog(r: UpgradeReport) -> list[str]:
+    out = ["", "## Changelog", ""]
+    for entry in r.changelog:
+        out.append(f"### {entry['version']} (appVersion {entry['app_version'] or '?'})")
+        out += [
+            f"- **{c['kind']}**: {c['description']}" + (f" ({', '.join(c['links'])})" if c["links"] else "")
+            for c in entry["changes"]
+        ]
+        out += [f"- release notes: {link}" for link in entry["links"]]
+        if not entry["changes"] and not entry["links"]:
+            out.append("- (no changes annotated in the repository index)")
+    if not r.changelog:
+        out.append("The repository index lists no versions in between.")
+    return out
+
+
+MARKDOWN_SECTIONS: tuple[Callable[[UpgradeReport], list[str]], ...] = (
+    _md_title,
+    _md_summary,
+    _md_impact,
+    _md_values,
+    _md_overrides,
+    _md_crds,
+    _md_images,
+    _md_resources,
+    _md_patches,
+    _md_changelog,
+)
 
 
 def _new_images(diff: dict[str, Any]) -> list[str]:
