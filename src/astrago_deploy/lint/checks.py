@@ -15,6 +15,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from astrago_deploy.charts.vendor import ChartVendor
+from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
@@ -59,7 +60,7 @@ def helm_lint_problems(layout: RepoLayout) -> list[str]:
     tools = PinnedTools(layout)
     problems = []
     for chart in sorted(p for p in layout.custom_dir.iterdir() if (p / "Chart.yaml").is_file()):
-        command = tools.command("helm", ["lint", "--strict", str(chart)])
+        command = tools.command("helm", ["lint", "--strict", str(chart)], timeout=Timeouts.HELM)
         result = dataclasses.replace(command, ok_codes=frozenset({0, 1})).run()
         if result.returncode != 0:
             detail = [line for line in result.stdout.splitlines() if "[ERROR]" in line or "[WARNING]" in line]

@@ -23,7 +23,7 @@ import yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from astrago_deploy.core import atomic, yaml_files
-from astrago_deploy.core.command import Command
+from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.errors import ConfigError, KubectlError
 from astrago_deploy.render.manifests import load_documents
 
@@ -216,7 +216,9 @@ class Kustomizer:
                 (copy / "kustomization.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
                 previous = f"../layer{index}"
             top = work / previous.removeprefix("../")
-            command = Command([str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=120)
+            command = Command(
+                [str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=Timeouts.KUSTOMIZE
+            )
             return command.run().stdout
 
 
