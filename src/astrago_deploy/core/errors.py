@@ -102,7 +102,7 @@ class HelmfileError(CommandError):
 
     def _detail(self) -> str:
         if self.output is not None:
-            return _tail(self.output)
+            return _tail(_without_helmfile_wrapping(self.output))
         # helmfile wraps helm's failure in ARGS/ERROR/EXIT STATUS/STDERR/COMBINED OUTPUT
         # sections; helm's own stderr says what went wrong.
         stderr = self.stderr
@@ -110,6 +110,27 @@ class HelmfileError(CommandError):
             stderr = stderr.split("STDERR:", 1)[1]
         stderr = stderr.split("COMBINED OUTPUT:", 1)[0]
         return _tail(stderr) or _tail(self.stdout)
+
+
+# The sections helmfile wraps around a failed helm call; STDERR (helm's own words) is kept.
+_HELMFILE_SECTIONS = ("PATH:", "ARGS:", "ERROR:", "EXIT STATUS", "COMBINED OUTPUT:")
+
+
+def _without_helmfile_wrapping(output: str) -> str:
+    """A streamed helmfile output (its own lines and helm's, in order) without the sections that
+    repeat helm's argument list and output, so the tail shows what went wrong."""
+    kept: list[str] = []
+    skipping = False
+    for line in output.splitlines():
+        if line and not line.startswith(" "):
+            heading = line.strip()
+            if heading in _HELMFILE_SECTIONS or heading == "STDERR:":
+                skipping = heading != "STDERR:"
+                continue
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 class KubectlError(CommandError):
