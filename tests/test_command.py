@@ -344,3 +344,84 @@ def test_tools_pinned_for_another_platform_are_refused(project: RepoLayout) -> N
 
 def test_the_committed_toolchain_matches_this_machine() -> None:
     assert PinnedTools(RepoLayout.at(PROJECT)).path("helm").is_file()
+
+
+# --- acceptance: `inv render` interrupted or timed out leaves no tool behind ---------------------
+
+# A post-renderer that never finishes: it reads the manifests helm gives it, then waits on a
+# real kubectl that waits on its stdin. The pid file is written once kubectl has started.
+HANGING_POST_RENDER = """#!/usr/bin/env bash
+set -u
+cat > /dev/null
+sleep 600 | "$ASTRAGO_TOOLS_BIN/kubectl" create --dry-run=client -o yaml -f - &
+echo "$$ $!" > "$ASTRAGO_TEST_PIDS/post-render-$$"
+wait
+"""
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (process group, command line) of every running process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_text = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat_text[stat_text.rfind(")") + 2 :].split()
+        if fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[2]), cmdline)
+    return found
+
+
+@pytest.mark.parametrize("how", ["interrupt", "timeout"])
+def test_a_stopped_render_leaves_no_helm_helmfile_kubectl_or_post_render_behind(
+    synced_project: RepoLayout, tmp_path: Path, how: str
+) -> None:
+    root = synced_project.root
+    (root / "scripts" / "post-render").write_text(HANGING_POST_RENDER)
+    (root / "tasks.py").write_text((PROJECT / "tasks.py").read_text())
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {
+        **os.environ,
+        "ASTRAGO_ROOT": str(root),
+        "ASTRAGO_TEST_PIDS": str(pids),
+        # A timeout that fires well after the tree is up (helmfile template allows 900 s).
+        "ASTRAGO_TIMEOUT_SCALE": "0.05" if how == "timeout" else "1",
+    }
+    inv = subprocess.Popen(
+        [str(PROJECT / ".venv" / "bin" / "inv"), "render", "--env", "dev", "--no-cache"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # like a terminal's Ctrl-C, SIGINT reaches inv only, not the tools
+    )
+    try:
+        end = time.monotonic() + 120
+        while not any(p.suffix == "" and p.name.startswith("post-render-") for p in pids.iterdir()):
+            assert time.monotonic() < end and inv.poll() is None, "the render never reached the post-renderer"
+            time.sleep(0.1)
+        helmfiles = [pid for pid, (_, cmd) in processes().items() if cmd.startswith(f"{root}/.tools/bin/helmfile ")]
+        assert len(helmfiles) == 1
+        group = processes()[helmfiles[0]][0]
+        tree = {pid: cmd for pid, (pgid, cmd) in processes().items() if pgid == group}
+        kinds = {kind for kind in ("helmfile", "helm", "kubectl", "post-render") if any(
+            f"/.tools/bin/{kind} " in cmd or f"scripts/{kind}" in cmd for cmd in tree.values())}
+        assert kinds == {"helmfile", "helm", "kubectl", "post-render"}, tree
+        if how == "interrupt":
+            inv.send_signal(signal.SIGINT)
+        _, stderr = inv.communicate(timeout=300)
+    finally:
+        inv.kill()
+    assert [cmd for pid, cmd in tree.items() if alive(pid)] == []
+    assert [cmd for _, cmd in processes().values() if str(root) in cmd] == []
+    assert inv.returncode == (130 if how == "interrupt" else 1), stderr
+    if how == "interrupt":
+        assert stderr.strip().endswith("interrupted")
+    else:
+        assert "helmfile timed out after 45s (the whole process group was stopped" in stderr

@@ -1,7 +1,8 @@
 """Where errors become one-line user messages, and how tasks find the repository.
 
 `user_errors` wraps every task: an `AstragoError` ends the task with `invoke.Exit` carrying
-its message (exit 1); anything else is a bug and keeps its traceback. With invoke's
+its message (exit 1); anything else is a bug and keeps its traceback. While a task runs, Ctrl-C
+and SIGTERM first stop the process group of every tool it is running (worker threads' too). With invoke's
 `--debug` (or `ASTRAGO_DEBUG=1`) the traceback of a user error is printed too.
 """
 
@@ -19,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from astrago_deploy.core.command import stop_commands_on_signals
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
 
@@ -34,7 +36,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return func(*args, **kwargs)
+            with stop_commands_on_signals():
+                return func(*args, **kwargs)
         except AstragoError as exc:
             if debug_enabled():
                 traceback.print_exc()
