@@ -311,6 +311,20 @@ def test_stream_success_returns_the_output_and_the_log(tmp_path: Path) -> None:
     assert log.read_text(errors="replace").endswith("# exit 0\n")
 
 
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the reader went away")
+
+
+def test_stream_keeps_reading_when_the_callers_stream_is_closed(tmp_path: Path) -> None:
+    """`inv deploy | head`: the tool must not block on a full pipe; the log still gets it all."""
+    log = tmp_path / "closed.log"
+    argv = python("for n in range(20000): print(f'line {n:05d} ' + 'x' * 40)")
+    result = gateway(argv, tmp_path, timeout=120).stream(log, ClosedPipe(), ClosedPipe())
+    assert result.returncode == 0
+    assert log.read_text().count("\nline ") == 20000
+
+
 def test_stream_timeout_stops_the_tree_and_says_where_the_log_is(tree: tuple[list[str], Path], tmp_path: Path) -> None:
     argv, pids = tree
     log = tmp_path / "tree.log"
@@ -330,7 +344,6 @@ def test_stream_timeout_stops_the_tree_and_says_where_the_log_is(tree: tuple[lis
 
 def test_tools_pinned_for_another_platform_are_refused(project: RepoLayout) -> None:
     here = machine_platform()
-    assert here == "linux-amd64" or "-" in here
     other = "linux-arm64" if here != "linux-arm64" else "linux-amd64"
     manifest = project.toolchain_manifest
     manifest.write_text(manifest.read_text().replace("platform: linux-amd64", f"platform: {other}"))

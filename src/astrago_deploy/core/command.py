@@ -231,9 +231,12 @@ class _LineSink:
             self._log.write(raw if raw.endswith(b"\n") else raw + b"\n")
             self._log.flush()
             self._lines.append(text)
-            target = self._targets[name]
-            target.write(text + "\n")
-            target.flush()
+            # A closed terminal or pipe (`inv deploy | head`) must not stop the reading: the tool
+            # would block on a full pipe. The log still gets every line.
+            with contextlib.suppress(OSError, ValueError):
+                target = self._targets[name]
+                target.write(text + "\n")
+                target.flush()
 
     def footer(self, text: str) -> None:
         with self._lock:
