@@ -109,8 +109,8 @@ DRIVER = textwrap.dedent(
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
     from astrago_deploy.core.command import Command, stop_commands_on_signals
-    mode, argv = sys.argv[1], sys.argv[2:]
-    command = Command(argv, Path.cwd(), dict(os.environ), timeout=600, kill_grace=1)
+    mode, grace, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+    command = Command(argv, Path.cwd(), dict(os.environ), timeout=600, kill_grace=grace)
     if mode == "main":
         command.run()
     else:  # as `inv render` does: the command runs in a worker thread, the signal hits the main one
@@ -135,7 +135,7 @@ def test_interrupt_stops_the_whole_process_tree(
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     proc = subprocess.Popen(
-        [sys.executable, str(driver), mode, *argv],
+        [sys.executable, str(driver), mode, "1", *argv],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
@@ -154,6 +154,28 @@ def test_interrupt_stops_the_whole_process_tree(
     assert proc.returncode == returncode, stderr
     if signum == signal.SIGINT:
         assert "KeyboardInterrupt" in stderr
+
+
+def test_a_gateway_inside_a_stopped_tool_stops_its_own_tools_first(tree: tuple[list[str], Path], tmp_path: Path) -> None:
+    """As the post-renderer's kubectl under helmfile: the inner gateway's tool runs in a group of
+    its own, so the inner gateway must finish stopping it before the outer one's SIGKILL."""
+    argv, pids = tree
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    inner = [sys.executable, str(driver), "main", "5", *argv]  # 5 s: the production grace
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), "main", "3", *inner], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(pids / "grandchild")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    found = tree_pids(pids)
+    assert set(found) == {"top", "child", "grandchild"}
+    assert [name for name, pid in found.items() if alive(pid)] == [], stderr
 
 
 # --- bad binaries and output -----------------------------------------------------------------

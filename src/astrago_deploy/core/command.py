@@ -46,6 +46,12 @@ from astrago_deploy.core.errors import CommandError, InputError
 
 TIMEOUT_SCALE_ENV = "ASTRAGO_TIMEOUT_SCALE"
 KILL_GRACE_SECONDS = 5.0
+# Set for every command: a gateway that finds it in its own environment runs inside a tool that
+# another gateway manages (the post-renderer's kubectl, under helm, under helmfile). Its own
+# tools are in groups of their own, so it must finish stopping them (shorter grace) before the
+# outer gateway's SIGKILL ends it and would leave them orphaned.
+NESTED_ENV = "ASTRAGO_UNDER_COMMAND"
+NESTED_KILL_GRACE_SECONDS = 1.0
 _POLL_SECONDS = 0.05
 # After the group is killed, output still in the pipes is read for at most this long (a process
 # that left the group, e.g. a daemon calling setsid, may hold them open for ever).
@@ -155,12 +161,15 @@ class Command:
     def _execute(self, sink: _LineSink | None, log: Path | None) -> _Outcome:
         argv = self._argv()
         limit = self.timeout * timeout_scale()
+        grace = self.kill_grace
+        if NESTED_ENV in os.environ:
+            grace = min(grace, NESTED_KILL_GRACE_SECONDS)
         with stop_commands_on_signals():
             try:
                 proc = subprocess.Popen(
                     argv,
                     cwd=self.cwd,
-                    env=dict(self.env),
+                    env={**self.env, NESTED_ENV: "1"},
                     stdin=subprocess.DEVNULL if self.stdin is None else subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -169,7 +178,7 @@ class Command:
             except OSError as exc:
                 problem = _cannot_start(exc, argv[0], self.cwd)
                 raise self.error(argv, 127, "", "", problem=problem, log=log) from exc
-            running = _Running(proc, self.kill_grace)
+            running = _Running(proc, grace)
             with _LIVE.track(running):
                 pumps = running.start_pumps(self.stdin, sink)
                 try:
