@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,13 +70,21 @@ def tree_pids(pids: Path) -> dict[str, int]:
     return {p.name: int(p.read_text()) for p in pids.iterdir() if not p.name.endswith(".tmp")}
 
 
+def kill_survivors(pids: Iterable[int]) -> None:
+    """After a failed test: no process of ours may outlive it."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
-def tree(tmp_path: Path) -> tuple[list[str], Path]:
+def tree(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
     script = tmp_path / "tree.py"
     script.write_text(TREE)
     pids = tmp_path / "pids"
     pids.mkdir()
-    return [sys.executable, str(script), str(pids), "0"], pids
+    yield [sys.executable, str(script), str(pids), "0"], pids
+    kill_survivors(tree_pids(pids).values())
 
 
 def python(code: str) -> list[str]:
@@ -453,6 +462,7 @@ def test_a_stopped_render_leaves_no_helm_helmfile_kubectl_or_post_render_behind(
         _, stderr = inv.communicate(timeout=300)
     finally:
         inv.kill()
+        kill_survivors(pid for pid, (_, cmd) in processes().items() if str(root) in cmd)
     assert [cmd for pid, cmd in tree.items() if alive(pid)] == []
     assert [cmd for _, cmd in processes().values() if str(root) in cmd] == []
     assert inv.returncode == (130 if how == "interrupt" else 1), stderr

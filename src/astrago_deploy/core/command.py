@@ -307,6 +307,7 @@ class _Running:
                 pump.join(timeout=_POLL_SECONDS)
             if not any(p.is_alive() for p in pumps) and self.leader_exited():
                 self.proc.wait()
+                self._close_pipes(pumps)
                 return "done"
             if self.interrupted.is_set():
                 self.stop(pumps)
@@ -333,6 +334,17 @@ class _Running:
         for pump in pumps:
             pump.join(timeout=max(0.0, drain_end - time.monotonic()))
         self.proc.wait()
+        self._close_pipes(pumps)
+
+    def _close_pipes(self, pumps: list[threading.Thread]) -> None:
+        # A pipe still being read (held open by a process that left the group) is left to the
+        # daemon thread reading it: closing it under a blocked read would wait for that read.
+        if any(p.is_alive() for p in pumps):
+            return
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     @property
     def returncode(self) -> int:
