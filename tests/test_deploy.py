@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -123,3 +124,25 @@ def test_deploy_task_dry_run_prints_the_command(synced_project: RepoLayout, tmp_
     assert first.startswith("sync prod (context astrago-prod, tier=monitoring): ")
     assert first.endswith("-e prod --kube-context astrago-prod -l tier=monitoring --skip-deps sync")
     assert second == "dry run: checks passed, nothing was run"
+
+
+def test_deploy_streams_helmfile_output_and_keeps_the_whole_log(synced_project: RepoLayout, tmp_path: Path) -> None:
+    """No cluster here: helm fails to reach the API server, after helmfile has said what it does."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG.format(current="astrago-dev"))
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root), "KUBECONFIG": str(kubeconfig)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "deploy", "--env", "dev",
+                           "--app", "keycloak", "--sync"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    [log] = synced_project.logs_dir.iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z-helmfile\.log", log.name)
+    text = log.read_text()
+    assert text.startswith(f"$ {synced_project.tools_bin / 'helmfile'} --helm-binary")
+    assert "Upgrading release=keycloak-addons" in text
+    assert "connection refused" in text
+    assert text.endswith("# exit 1\n")
+    # helmfile's lines were shown as they came (helmfile writes them to stderr), before the error.
+    shown, error = proc.stderr.split("error: helmfile failed (exit 1): ", 1)
+    assert "Upgrading release=keycloak-addons" in shown
+    assert error.rstrip().endswith(f"connection refused\nfull output: {log}")
+    assert "ARGS:" not in error  # the tail skips helmfile's repetition of helm's arguments

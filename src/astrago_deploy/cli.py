@@ -2,8 +2,10 @@
 
 `user_errors` wraps every task: an `AstragoError` ends the task with `invoke.Exit` carrying
 its message (exit 1), and so does an `OSError` escaping a task (permission denied, disk full),
-as one line naming the file; anything else is a bug and keeps its traceback. With invoke's
-`--debug` (or `ASTRAGO_DEBUG=1`) the traceback of a user error is printed too.
+as one line naming the file; anything else is a bug and keeps its traceback. While a task runs,
+Ctrl-C and SIGTERM first stop the process group of every tool it is running (worker threads'
+too). With invoke's `--debug` (or `ASTRAGO_DEBUG=1`) the traceback of a user error is printed
+too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from astrago_deploy.core.command import stop_commands_on_signals
 from astrago_deploy.core.errors import AstragoError, file_error
 from astrago_deploy.core.layout import RepoLayout
 
@@ -38,7 +41,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             # The post-renderer runs under helm, in its own process: tell it too.
             os.environ["ASTRAGO_DEBUG"] = "1"
         try:
-            return func(*args, **kwargs)
+            with stop_commands_on_signals():
+                return func(*args, **kwargs)
         except AstragoError as exc:
             if debug_enabled():
                 traceback.print_exc()

@@ -77,22 +77,52 @@ def _tail(text: str, lines: int = 20) -> str:
 
 
 class CommandError(AstragoError):
-    """An external command failed; keeps argv, exit code, stdout and stderr."""
+    """An external command failed; keeps argv, exit code, stdout and stderr.
+
+    `problem` replaces "failed (exit N)" when the command did not simply exit non-zero (it timed
+    out, was interrupted, could not start, printed non-UTF-8 output); `output` is what the tail
+    in the message is taken from when it is not stderr-or-stdout (both streams of a streamed or
+    timed-out command); `log` is the file holding a streamed command's whole output.
+    """
 
     tool = "command"
 
-    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        *,
+        problem: str | None = None,
+        output: str | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+        self.problem = problem
+        self.output = output
+        self.log = log
         super().__init__(self._message())
 
+    def headline(self) -> str:
+        return f"{self.tool} {self.problem or f'failed (exit {self.returncode})'}"
+
+    def _detail(self) -> str:
+        if self.output is not None:
+            return _tail(self.output)
+        return _tail(self.stderr) or _tail(self.stdout)
+
     def _message(self) -> str:
-        shown = " ".join(self.argv)
-        detail = _tail(self.stderr) or _tail(self.stdout)
-        text = f"{self.tool} failed (exit {self.returncode}): {shown}"
-        return f"{text}\n{detail}" if detail else text
+        text = f"{self.headline()}: {' '.join(self.argv)}"
+        detail = self._detail()
+        if detail:
+            text = f"{text}\n{detail}"
+        if self.log is not None:
+            text = f"{text}\nfull output: {self.log}"
+        return text
 
 
 class HelmError(CommandError):
@@ -102,17 +132,37 @@ class HelmError(CommandError):
 class HelmfileError(CommandError):
     tool = "helmfile"
 
-    def _message(self) -> str:
+    def _detail(self) -> str:
+        if self.output is not None:
+            return _tail(_without_helmfile_wrapping(self.output))
         # helmfile wraps helm's failure in ARGS/ERROR/EXIT STATUS/STDERR/COMBINED OUTPUT
         # sections; helm's own stderr says what went wrong.
         stderr = self.stderr
         if "STDERR:" in stderr:
             stderr = stderr.split("STDERR:", 1)[1]
         stderr = stderr.split("COMBINED OUTPUT:", 1)[0]
-        shown = " ".join(self.argv)
-        detail = _tail(stderr) or _tail(self.stdout)
-        text = f"{self.tool} failed (exit {self.returncode}): {shown}"
-        return f"{text}\n{detail}" if detail else text
+        return _tail(stderr) or _tail(self.stdout)
+
+
+# The sections helmfile wraps around a failed helm call; STDERR (helm's own words) is kept.
+_HELMFILE_SECTIONS = ("PATH:", "ARGS:", "ERROR:", "EXIT STATUS", "COMBINED OUTPUT:")
+
+
+def _without_helmfile_wrapping(output: str) -> str:
+    """A streamed helmfile output (its own lines and helm's, in order) without the sections that
+    repeat helm's argument list and output, so the tail shows what went wrong."""
+    kept: list[str] = []
+    skipping = False
+    for line in output.splitlines():
+        if line and not line.startswith(" "):
+            heading = line.strip()
+            if heading in _HELMFILE_SECTIONS or heading == "STDERR:":
+                skipping = heading != "STDERR:"
+                continue
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 class KubectlError(CommandError):

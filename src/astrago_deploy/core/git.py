@@ -9,8 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from astrago_deploy.core.command import Command
+from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.errors import GitError, InputError
+
+# Subcommands that talk to a remote get the longer limit.
+_NETWORK_COMMANDS = frozenset({"push", "fetch", "pull", "clone", "ls-remote", "submodule"})
 
 
 class GitRepo:
@@ -19,7 +22,8 @@ class GitRepo:
 
     def command(self, *args: str, ok: frozenset[int] = frozenset({0})) -> Command:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-        return Command(["git", *args], self.root, env, GitError, ok)
+        timeout = Timeouts.GIT_NETWORK if args[:1] and args[0] in _NETWORK_COMMANDS else Timeouts.GIT_LOCAL
+        return Command(["git", *args], self.root, env, GitError, ok, timeout=timeout)
 
     def run(self, *args: str) -> str:
         return self.command(*args).run().stdout

@@ -7,6 +7,7 @@ so no other module spells a repository path itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -84,6 +85,17 @@ class RepoLayout:
     @property
     def cache_dir(self) -> Path:
         return self.root / ".cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Whole outputs of streamed commands (deploy, destroy), one file per run."""
+        return self.cache_dir / "logs"
+
+    def command_log(self, tool: str, started: datetime | None = None) -> Path:
+        """`.cache/logs/<UTC timestamp>-<tool>.log`; the milliseconds keep runs apart and the
+        names sort by time."""
+        when = (started or datetime.now(UTC)).astimezone(UTC)
+        return self.logs_dir / f"{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}Z-{tool}.log"
 
     @property
     def rendered_dir(self) -> Path:

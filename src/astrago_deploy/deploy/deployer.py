@@ -3,17 +3,19 @@
 Before anything runs: the vendored charts must pass charts.verify, the environment must name
 its kube context, and that context must be the current one (so a deploy meant for dev never
 reaches prod). The command runs the same helmfile, post-renderer and vendored charts that
-`inv render` reviews.
+`inv render` reviews. It streams: helmfile's output is shown as it comes and kept whole in
+`.cache/logs/<timestamp>-helmfile.log`, whose path and tail a failure names.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TextIO
 
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import files
-from astrago_deploy.core.command import Command
+from astrago_deploy.core.command import Command, CommandResult, Timeouts
 from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
@@ -31,9 +33,14 @@ class DeployPlan:
     context: str
     selector: str
     command: Command
+    layout: RepoLayout
 
     def describe(self) -> str:
         return " ".join(self.command.argv)
+
+    def run(self, out: TextIO | None = None, err: TextIO | None = None) -> CommandResult:
+        """Run helmfile, showing its output live (default: this process's stdout and stderr)."""
+        return self.command.stream(self.layout.command_log("helmfile"), out, err)
 
 
 def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:
@@ -61,7 +68,7 @@ def _app_labels(layout: RepoLayout) -> set[str]:
 
 def current_context(tools: PinnedTools) -> str:
     try:
-        return tools.run("kubectl", ["config", "current-context"], timeout=30).strip()
+        return tools.run("kubectl", ["config", "current-context"], timeout=Timeouts.TOOL_QUERY).strip()
     except KubectlError as exc:
         raise AstragoError(
             f"no current kube context ({exc.stderr.strip() or 'kubectl config current-context failed'})"
@@ -69,7 +76,7 @@ def current_context(tools: PinnedTools) -> str:
 
 
 def has_helm_diff(tools: PinnedTools) -> bool:
-    listing = tools.run("helm", ["plugin", "list"], timeout=30)
+    listing = tools.run("helm", ["plugin", "list"], timeout=Timeouts.TOOL_QUERY)
     return any(line.split()[:1] == ["diff"] for line in listing.splitlines()[1:])
 
 
@@ -116,4 +123,5 @@ def plan(
         args += ["-l", labels]
     # Charts are vendored: never `helm dependency build` or a repo refresh at deploy time.
     args += ["--skip-deps", action]
-    return DeployPlan(env_name, context, labels, tools.command("helmfile", args, cwd=layout.root))
+    command = tools.command("helmfile", args, cwd=layout.root, timeout=Timeouts.HELMFILE_DEPLOY)
+    return DeployPlan(env_name, context, labels, command, layout)

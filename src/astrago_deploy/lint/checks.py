@@ -16,6 +16,7 @@ from yamllint.config import YamlLintConfig
 
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import files
+from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
@@ -63,7 +64,7 @@ def helm_lint_problems(layout: RepoLayout) -> list[Diagnostic]:
     tools = PinnedTools(layout)
     problems = []
     for chart in sorted(p for p in layout.custom_dir.iterdir() if (p / "Chart.yaml").is_file()):
-        command = tools.command("helm", ["lint", "--strict", str(chart)])
+        command = tools.command("helm", ["lint", "--strict", str(chart)], timeout=Timeouts.HELM)
         result = dataclasses.replace(command, ok_codes=frozenset({0, 1})).run()
         if result.returncode != 0:
             detail = [line.strip() for line in result.stdout.splitlines() if "[ERROR]" in line or "[WARNING]" in line]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.command import Command
+from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.errors import ConfigError, KubectlError
 from astrago_deploy.core.yaml import CommentedMap, CommentedSeq
 from astrago_deploy.render.manifests import load_documents
@@ -218,7 +218,9 @@ class Kustomizer:
                 (copy / "kustomization.yaml").write_text(yaml.dump(data), encoding="utf-8")
                 previous = f"../layer{index}"
             top = work / previous.removeprefix("../")
-            command = Command([str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=120)
+            command = Command(
+                [str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=Timeouts.KUSTOMIZE
+            )
             return command.run().stdout
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from astrago_deploy import __version__
 from astrago_deploy.core import atomic, yaml
+from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
@@ -215,7 +216,9 @@ class Renderer:
             str(HELM_CONCURRENCY),
         ]
         extra = {} if self.patches else {"ASTRAGO_PATCHES": "off"}
-        return self.tools.run("helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=900)
+        return self.tools.run(
+            "helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=Timeouts.HELMFILE_TEMPLATE
+        )
 
     def render_releases(self, env: str) -> dict[str, RenderedRelease]:
         stream = self.helmfile_stream(env)

