@@ -35,8 +35,9 @@ from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
+from astrago_deploy.upgrade.plan import UpgradeOptions, resolve_target
 from astrago_deploy.upgrade.report import GITHUB_BODY_LIMIT, AffectedOverride
-from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader, resolve_target
+from astrago_deploy.upgrade.upgrader import Upgrader
 
 from .chart_fixtures import CONFIGMAP, Entry, RepoChart, chart_yaml, reference_tree_digest, tar_bytes, write_repo
 from .conftest import GIT_ENV, PROJECT, HttpServer, git, snapshot

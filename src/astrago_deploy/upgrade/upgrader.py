@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import filelock
-import yaml
 
-from astrago_deploy.charts.index import ChartVersion, IndexCache, parse_version, version_key
-from astrago_deploy.charts.oci import OciChart
+from astrago_deploy.charts.index import ChartVersion, IndexCache, parse_version
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core import atomic
 from astrago_deploy.core.errors import AstragoError, GitError, InputError
@@ -38,15 +36,8 @@ from astrago_deploy.render.diff import diff_folders, prepare_vendored
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.upgrade import report as upgrade_report
-
-
-@dataclass
-class UpgradeOptions:
-    name: str
-    to: str | None = None
-    open_pr: bool = True
-    json_file: Path | None = None
-    dry_run: bool = False
+from astrago_deploy.upgrade.analyze import _chart_meta, _headline
+from astrago_deploy.upgrade.plan import UpgradeOptions, resolve_target
 
 
 @dataclass
@@ -62,28 +53,6 @@ class UpgradeResult:
     report: upgrade_report.UpgradeReport
     pull_request: str = ""
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_target(vendor: ChartVendor, chart: LockedChart, to: str | None) -> tuple[str, list[ChartVersion]]:
-    """The version to upgrade to (as upstream spells it) and the index entries for the changelog."""
-    if chart.is_oci:
-        tags = vendor.oci.tags(OciChart(chart.repository, chart.name))
-        if to:
-            if to not in tags:
-                raise InputError(f"{chart.name} {to} is not a tag of {chart.repository}")
-            return to, []
-        stable = [t for t in tags if (v := parse_version(t)) is not None and not v.prerelease]
-        if not stable:
-            raise InputError(f"{chart.repository}/{chart.name} has no stable version")
-        return max(stable, key=version_key), []
-    index = vendor.indexes.get(chart.repository)
-    versions = index.versions(chart.name, prereleases=True)
-    if to:
-        return index.find(chart.name, to).version, versions
-    newest = index.newest(chart.name)
-    if newest is None:
-        raise InputError(f"{chart.name}: the repository index lists no stable version")
-    return newest.version, versions
 
 
 class Upgrader:
@@ -355,18 +324,3 @@ class Upgrader:
                 self.repo.command("worktree", "remove", "--force", path, ok=frozenset({0, 128})).run()
         self.repo.command("worktree", "prune", ok=frozenset({0, 128})).run()
         self.repo.command("branch", "-D", branch, ok=frozenset({0, 1})).run()
-
-
-def _chart_meta(chart_dir: Path) -> dict[str, object]:
-    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
-    return meta if isinstance(meta, dict) else {}
-
-
-def _headline(exc: Exception) -> str:
-    """The line of a long helmfile error that says what failed (the post-renderer's, if any)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if line.startswith("post-render "):
-            detail = lines[index + 1] if index + 1 < len(lines) else ""
-            return f"{line[:200]} {detail[:300]}".strip()
-    return lines[-1][:300] if lines else "unknown error"
