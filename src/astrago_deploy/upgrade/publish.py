@@ -1,0 +1,32 @@
+"""Step 6, publish: push the upgrade branch to `origin` and open a labelled pull request,
+when `origin` is on GitHub and GITHUB_TOKEN is set (else the caller says how to open it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from astrago_deploy.core.errors import GitError
+from astrago_deploy.core.git import GitRepo
+from astrago_deploy.core.github import DEFAULT_API, GitHub, github_repository
+from astrago_deploy.upgrade import report as upgrade_report
+
+
+def open_pull_request(
+    repo: GitRepo, environ: Mapping[str, str], branch: str, base: str, report: upgrade_report.UpgradeReport, work: Path
+) -> str:
+    """The pull request's URL, or "" when there is no token or no GitHub remote."""
+    token = environ.get("GITHUB_TOKEN", "")
+    try:
+        remote = repo.run("remote", "get-url", "origin").strip()
+    except GitError:
+        remote = ""
+    where = github_repository(remote) if remote else None
+    if not token or where is None:
+        return ""
+    repo.run("push", "--quiet", "origin", f"{branch}:{branch}")
+    api = GitHub(token, environ.get("GITHUB_API_URL", DEFAULT_API))
+    title = f"Upgrade {report.chart} {report.old} -> {report.new} ({report.bump})"
+    body = report.markdown(f".cache/upgrades/{work.name}/full.diff")
+    labels = [f"semver:{report.bump}", f"risk:{report.risk}", "chart-upgrade"]
+    return api.open_pull_request(where[0], where[1], branch, base, title, body, labels).url
