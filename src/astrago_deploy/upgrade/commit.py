@@ -1,4 +1,5 @@
-"""Step 5, commit: one commit in the upgrade's worktree holding the lock and the report."""
+"""Step 5, commit: one commit on the upgrade worktree's detached HEAD holding the lock and the
+report; the caller then creates the branch on it, expecting the branch absent."""
 
 from __future__ import annotations
 

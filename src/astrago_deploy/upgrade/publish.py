@@ -1,5 +1,6 @@
-"""Step 6, publish: push the upgrade branch to `origin` and open a labelled pull request,
-when `origin` is on GitHub and GITHUB_TOKEN is set (else the caller says how to open it)."""
+"""Step 6, publish: push the upgrade branch to `origin` (created there expecting it absent, never
+forced) and open a labelled pull request, when `origin` is on GitHub and GITHUB_TOKEN is set
+(else the caller says how to open it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from astrago_deploy.upgrade import report as upgrade_report
 
 
 def open_pull_request(
-    repo: GitRepo, environ: Mapping[str, str], branch: str, base: str, report: upgrade_report.UpgradeReport, work: Path
+    repo: GitRepo,
+    environ: Mapping[str, str],
+    branch: str,
+    commit: str,
+    base: str,
+    report: upgrade_report.UpgradeReport,
+    work: Path,
 ) -> str:
     """The pull request's URL, or "" when there is no token or no GitHub remote."""
     token = environ.get("GITHUB_TOKEN", "")
@@ -24,7 +31,8 @@ def open_pull_request(
     where = github_repository(remote) if remote else None
     if not token or where is None:
         return ""
-    repo.run("push", "--quiet", "origin", f"{branch}:{branch}")
+    # The branch is new: the push expects it absent on the remote and never overwrites one.
+    repo.push("origin", commit, f"refs/heads/{branch}", lease="")
     api = GitHub(token, environ.get("GITHUB_API_URL", DEFAULT_API))
     title = f"Upgrade {report.chart} {report.old} -> {report.new} ({report.bump})"
     body = report.markdown(f".cache/upgrades/{work.name}/full.diff")

@@ -1,12 +1,13 @@
 """`inv charts.upgrade`: one command from "a new upstream version exists" to a reviewable branch.
 
-The work happens in a temporary git worktree on the new branch `chart/NAME-VERSION`, so the
-checkout the engineer runs it from is never touched: on success the branch holds one commit
-(the lock and the report); on any failure, or an interrupt, the branch is removed again and
-the checkout is exactly as it was. Vendored charts never enter git. Steps: refuse a dirty
-tree; resolve the target; render every environment before; vendor the new version (sync's
-rules) and edit the lock; drop the old vendored folder; check every patch; render every
-environment after; write the report; commit; optionally push and open a pull request.
+The work happens in a temporary git worktree on a detached HEAD, so the checkout the engineer
+runs it from is never touched. Only when the commit (the lock and the report) is complete is
+branch `chart/NAME-VERSION` created, expecting it absent (compare-and-swap): a refusal, a
+failure or an interrupt leaves no branch at all, and a killed run's marked worktree is pruned
+by the next sync or upgrade. Vendored charts never enter git. Steps: refuse a dirty tree;
+resolve the target; render every environment before; vendor the new version (sync's rules)
+and edit the lock; drop the old vendored folder; check every patch; render every environment
+after; write the report; commit; create the branch; optionally push and open a pull request.
 This module runs the steps in order; each lives in its own module (`plan`, `prepare`, `vendor`,
 `analyze`, `report`, `commit`, `publish`).
 """
@@ -29,6 +30,7 @@ from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.leftovers import prune_leftovers
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.upgrade import analyze
@@ -83,6 +85,7 @@ class Upgrader:
     def _run(self, options: UpgradeOptions) -> UpgradeResult | None:
         timings: dict[str, float] = {}
         started = time.monotonic()
+        prune_leftovers(self.layout)  # what a killed sync or upgrade left
         if self.repo.is_dirty():
             raise InputError("the working tree has uncommitted changes: commit or stash them first (nothing was done)")
         vendor = ChartVendor(self.layout, self.fetcher, indexes=self.indexes)
@@ -92,36 +95,36 @@ class Upgrader:
         chart, target, branch = plan.chart, plan.target, plan.branch
         start = self.repo.resolve("HEAD")
         base_branch = self.repo.current_branch()
-        if not options.dry_run:
-            self._clear_leftovers(branch, start)
+        ref = f"refs/heads/{branch}"
+        if not options.dry_run and (tip := self.repo.ref_value(ref)):
+            raise InputError(
+                f"branch {branch} already exists (at {tip[:12]}): review it, or delete it "
+                f"(`git branch -D {branch}`) to run the upgrade again"
+            )
         self.log(f"upgrading {chart.name} {chart.version} -> {target} on branch {branch}")
 
         t = time.monotonic()
         envs, before = render_before(self.layout, vendor, self.tools, self.log)
         timings["render before"] = time.monotonic() - t
         work = self.layout.cache_dir / "upgrades" / branch.replace("/", "_")
-        created_branch = False
         commit = ""
-        try:
-            new_branch = None if options.dry_run else branch
-            with self.repo.worktree(start, self.layout.cache_dir / "worktrees", new_branch) as tree_path:
-                created_branch = not options.dry_run
-                tree = RepoLayout.at(tree_path)
-                report, paths = self._upgrade_in(tree, plan, envs, before, work, timings)
-                if options.dry_run:
-                    md, js = paths
-                    final_md, final_js = work / md.name, work / js.name
-                    work.mkdir(parents=True, exist_ok=True)
-                    md.replace(final_md)
-                    js.replace(final_js)
-                else:
-                    commit = commit_upgrade(tree, chart.name, chart.version, target, report)
-                    final_md = self.layout.reports_dir / "upgrades" / paths[0].name
-                    final_js = self.layout.reports_dir / "upgrades" / paths[1].name
-        except BaseException:
-            if created_branch:
-                self._delete_branch(branch)
-            raise
+        worktrees = self.layout.cache_dir / "worktrees"
+        with self.repo.temp_worktree(start, worktrees, f"charts.upgrade {branch}") as tree_path:
+            tree = RepoLayout.at(tree_path)
+            report, paths = self._upgrade_in(tree, plan, envs, before, work, timings)
+            if options.dry_run:
+                md, js = paths
+                final_md, final_js = work / md.name, work / js.name
+                work.mkdir(parents=True, exist_ok=True)
+                md.replace(final_md)
+                js.replace(final_js)
+            else:
+                commit = commit_upgrade(tree, chart.name, chart.version, target, report)
+                # Last, and only if nobody made the branch meanwhile: a refusal leaves our commit
+                # unreferenced and every ref as it was.
+                self.repo.create_ref(ref, commit, f"charts.upgrade: {chart.name} {chart.version} -> {target}")
+                final_md = self.layout.reports_dir / "upgrades" / paths[0].name
+                final_js = self.layout.reports_dir / "upgrades" / paths[1].name
         if options.json_file:
             atomic.write_text(options.json_file, json.dumps(report.as_json(), indent=2, default=str) + "\n")
         result = UpgradeResult(
@@ -137,7 +140,7 @@ class Upgrader:
             timings=timings,
         )
         if not options.dry_run and options.open_pr:
-            result.pull_request = open_pull_request(self.repo, self.environ, branch, base_branch, report, work)
+            result.pull_request = open_pull_request(self.repo, self.environ, branch, commit, base_branch, report, work)
         timings["total"] = time.monotonic() - started
         return result
 
@@ -171,34 +174,3 @@ class Upgrader:
         shown = str((work / "full.diff").relative_to(self.layout.root))
         md, js = report.write(tree.reports_dir / "upgrades", stem, work / "full.diff", shown)
         return report, (md, js)
-
-    # --- git plumbing ---------------------------------------------------------------------------
-
-    def _clear_leftovers(self, branch: str, start: str) -> None:
-        """An interrupted run may have left its branch and worktree: remove them if they hold
-        no upgrade commit; refuse if the branch already carries one."""
-        result = self.repo.command(
-            "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", ok=frozenset({0, 1})
-        ).run()
-        self.repo.command("worktree", "prune", ok=frozenset({0, 128})).run()
-        if result.returncode != 0:
-            return
-        tip = result.stdout.strip()
-        ahead = self.repo.run("rev-list", "--count", f"{start}..{tip}").strip()
-        if ahead != "0":
-            raise InputError(
-                f"branch {branch} already exists with the upgrade commit {tip[:12]}: review it, or delete it "
-                f"(`git branch -D {branch}`) to run the upgrade again"
-            )
-        self._delete_branch(branch)
-
-    def _delete_branch(self, branch: str) -> None:
-        listing = self.repo.run("worktree", "list", "--porcelain")
-        path = ""
-        for line in listing.splitlines():
-            if line.startswith("worktree "):
-                path = line.removeprefix("worktree ")
-            elif line == f"branch refs/heads/{branch}" and path:
-                self.repo.command("worktree", "remove", "--force", path, ok=frozenset({0, 128})).run()
-        self.repo.command("worktree", "prune", ok=frozenset({0, 128})).run()
-        self.repo.command("branch", "-D", branch, ok=frozenset({0, 1})).run()
