@@ -22,7 +22,7 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
 from astrago_deploy.core.markers import MARKER_NAME, read_marker
 
-from .conftest import GIT_ENV, git, snapshot
+from .conftest import GIT_ENV, PROJECT, git, snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -369,4 +369,40 @@ def test_git_variables_of_a_hook_do_not_redirect_the_suites_git(tmp_path: Path, 
 
     monkeypatch.delenv("GIT_DIR", raising=False)
     assert git(root, "rev-parse", "refs/heads/made-here").strip() == head
+    assert repo_state(other) == other_before
+
+
+def test_charts_sync_from_a_hook_prunes_a_crashed_runs_leftovers_in_its_own_checkout(
+    synced_project: RepoLayout, tmp_path: Path
+) -> None:
+    """`inv charts.sync` starts with prune_leftovers, on its own checkout even when a hook's
+    GIT_DIR points at another repository."""
+    root = synced_project.root
+    external = synced_project.external_dir
+    crash_inside_a_worktree_and_a_staging_folder(root)
+    (crashed_tree,) = (synced_project.cache_dir / "worktrees").iterdir()
+    # replace_dir was killed after renaming the vendored tree aside: sync puts it back, nothing is fetched.
+    gone = dead_pid()
+    chart = external / "csi-driver-nfs-v4.9.0"
+    files = snapshot(chart)
+    chart.rename(external / f".csi-driver-nfs-v4.9.0.old-{gone}")
+    other = tmp_path / "other"
+    make_repo(other, 1)
+    other_before = repo_state(other)
+    env = {k: v for k, v in os.environ.items() if k not in ("CHARTS_MIRROR", "ASTRAGO_ROOT")}
+    env.update(GIT_ENV)
+    env.update({
+        "ASTRAGO_ROOT": str(root), "NO_COLOR": "1", "GIT_DIR": str(other / ".git"), "GIT_WORK_TREE": str(other),
+        "GIT_INDEX_FILE": str(other / ".git" / "index"),
+    })  # fmt: skip
+    inv = [str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT)]
+
+    done = subprocess.run([*inv, "charts.sync"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    assert "vendored" not in done.stdout
+    assert snapshot(chart) == files
+    assert not crashed_tree.exists()
+    assert list(external.glob(".*")) == []
+    assert git(root, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert repo_state(other) == other_before
