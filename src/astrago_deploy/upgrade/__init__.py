@@ -1,1 +1,5 @@
-"""`inv charts.upgrade`: bumping a chart on its own branch, the impact analysis and the report."""
+"""`inv charts.upgrade`: bumping a chart on its own branch, the impact analysis and the report.
+
+One module per step (`plan`, `prepare`, `vendor`, `analyze`, `report`, `commit`, `publish`);
+`upgrader` runs them in order.
+"""
