@@ -15,6 +15,7 @@ this process's environment: the suite never means another repository than the on
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -22,11 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import git
-
 from astrago_deploy.core import markers
 from astrago_deploy.core.command import CommandResult
 from astrago_deploy.core.errors import GitError, InputError, RefMovedError
+
+# GitPython logs every git process it starts (one already while it is imported) at DEBUG, and
+# nox shows DEBUG records of every logger: keep its chatter out of `nox -l` and task output.
+logging.getLogger("git").setLevel(logging.WARNING)
+
+import git  # noqa: E402
 
 GIT_TIMEOUT = 300.0
 # What `git rev-parse --local-env-vars` lists as pointing git at a repository, an index or an
