@@ -16,7 +16,8 @@ from _common import mirror, scratch_project
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.model import environments
-from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader
+from astrago_deploy.upgrade.plan import UpgradeOptions
+from astrago_deploy.upgrade.upgrader import Upgrader
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "bench",

@@ -273,8 +273,8 @@ def test_git_network_commands_get_the_longer_timeout(project: RepoLayout) -> Non
     from astrago_deploy.core.git import GitRepo
 
     repo = GitRepo(project.root)
-    assert repo.command("push", "origin", "main").timeout == Timeouts.GIT_NETWORK
-    assert repo.command("status").timeout == Timeouts.GIT_LOCAL
+    assert repo.timeout_for("push", "origin", "main") == Timeouts.GIT_NETWORK
+    assert repo.timeout_for("status") == Timeouts.GIT_LOCAL
 
 
 # --- streaming -------------------------------------------------------------------------------

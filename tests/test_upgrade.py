@@ -4,8 +4,8 @@ Everything runs for real: git repositories in temporary folders (copies of the m
 the charts vendored from the mirror, ../shared/upstream), the pinned helm/helmfile/kubectl on
 the real charts, fixture charts served by a loopback Helm repository, and a fake GitHub API on
 loopback. The checkout the upgrade runs from must never change: on success the new branch
-holds one commit; on a refusal, a failure or an interrupt there is nothing but, at most, a
-leftover branch without commits that the next run clears.
+holds one commit; on a refusal, a failure or an interrupt there is no branch at all (it is
+created last, expecting it absent), and what a killed run left the next run prunes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,9 @@ from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
+from astrago_deploy.upgrade.plan import UpgradeOptions, resolve_target
 from astrago_deploy.upgrade.report import GITHUB_BODY_LIMIT, AffectedOverride
-from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader, resolve_target
+from astrago_deploy.upgrade.upgrader import Upgrader
 
 from .chart_fixtures import CONFIGMAP, Entry, RepoChart, chart_yaml, reference_tree_digest, tar_bytes, write_repo
 from .conftest import GIT_ENV, PROJECT, HttpServer, git, loopback, snapshot
@@ -658,11 +658,11 @@ def gated_mirror(mirror: Path) -> Iterator[Gate]:
     server.server_close()
 
 
-def test_an_interrupted_upgrade_leaves_the_checkout_alone_and_can_be_rerun(
-    synced_project: RepoLayout, gated_mirror: Gate
+def test_an_interrupted_upgrade_leaves_no_branch_and_a_rerun_from_a_hook_prunes_what_it_left(
+    synced_project: RepoLayout, gated_mirror: Gate, tmp_path: Path
 ) -> None:
-    """Deterministic: the upgrade fetches the new chart archive only inside its worktree, on
-    the new branch; the mirror holds that request, and the run is killed while it waits."""
+    """Deterministic: the upgrade fetches the new chart archive only inside its worktree, before
+    its commit; the mirror holds that request, and the run is killed while it waits."""
     root = synced_project.root
     before = main_state(synced_project)
     command = [*INV, "charts.upgrade", "csi-driver-nfs", "--no-pr"]
@@ -674,10 +674,8 @@ def test_an_interrupted_upgrade_leaves_the_checkout_alone_and_can_be_rerun(
     )
     try:
         assert gated_mirror.arrived.wait(timeout=300), "the upgrade never fetched the new chart"
-        deadline = time.monotonic() + 30
-        while branch not in branches(root) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert branch in branches(root)
+        assert len(worktrees(root)) == 2  # working in its worktree...
+        assert branches(root) == ["main"]  # ...with no branch yet
         assert proc.poll() is None
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -686,14 +684,25 @@ def test_an_interrupted_upgrade_leaves_the_checkout_alone_and_can_be_rerun(
     assert proc.returncode == -signal.SIGKILL
     gated_mirror.release.set()
 
-    # Killed mid-upgrade: the checkout is as it was (the branch, without commits, is left over).
+    # Killed mid-upgrade: the checkout is as it was, and no branch exists; the marked worktree is left.
     after = main_state(synced_project)
     assert (after.head, after.branch, after.status) == (before.head, "main", "")
     assert after.external == before.external
     assert after.files == before.files
-    assert git(root, "rev-list", "--count", f"main..{branch}").strip() == "0"
+    assert branches(root) == ["main"]
+    assert len(worktrees(root)) == 2
 
-    rerun = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    # The rerun comes from a git hook of another repository: GIT_DIR and friends point there.
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    git(other, "commit", "-q", "--allow-empty", "-m", "other")
+    other_refs = git(other, "for-each-ref")
+    hook_env = {
+        "GIT_DIR": str(other / ".git"), "GIT_WORK_TREE": str(other), "GIT_INDEX_FILE": str(other / ".git" / "index"),
+        "GIT_PREFIX": "", "GIT_OBJECT_DIRECTORY": str(other / ".git" / "objects"),
+    }  # fmt: skip
+    rerun = subprocess.run(command, cwd=root, env={**env, **hook_env}, capture_output=True, text=True, timeout=600)
 
     assert rerun.returncode == 0, rerun.stderr
     assert git(root, "rev-list", "--count", f"main..{branch}").strip() == "1"
@@ -704,7 +713,31 @@ def test_an_interrupted_upgrade_leaves_the_checkout_alone_and_can_be_rerun(
         "reports/upgrades/csi-driver-nfs-v4.9.0-to-4.13.4.md",
     ]
     assert branches(root) == [branch, "main"]
-    assert_main_unchanged(synced_project, before)
+    assert_main_unchanged(synced_project, before)  # the crashed run's worktree is gone too
+    assert list((synced_project.cache_dir / "worktrees").iterdir()) == []
+    git(root, "fsck", "--no-progress")
+    assert git(other, "for-each-ref") == other_refs
+    assert not (other / ".git" / "worktrees").exists()
+    assert git(other, "status", "--porcelain") == ""
+
+
+def test_an_existing_branch_of_that_name_is_refused_and_kept(synced_project: RepoLayout, mirror: Path) -> None:
+    """A user's branch named like ours (here: merged long ago, an ancestor of HEAD) is never
+    deleted or moved: the upgrade refuses before doing anything."""
+    root = synced_project.root
+    git(root, "branch", "chart/csi-driver-nfs-4.13.4")
+    tip = git(root, "rev-parse", "chart/csi-driver-nfs-4.13.4").strip()
+    refs = git(root, "for-each-ref")
+
+    done = inv(root, "charts.upgrade", "csi-driver-nfs", "--no-pr", CHARTS_MIRROR=str(mirror))
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: branch chart/csi-driver-nfs-4.13.4 already exists (at {tip[:12]}): review it, or delete it "
+        "(`git branch -D chart/csi-driver-nfs-4.13.4`) to run the upgrade again\n"
+    )
+    assert git(root, "for-each-ref") == refs
+    assert worktrees(root) == [f"worktree {root}"]
 
 
 # --- 7. the pull request, on a fake GitHub API -------------------------------------------------

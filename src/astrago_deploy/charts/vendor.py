@@ -31,6 +31,7 @@ from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessError, InputError, IntegrityError, YamlError
 from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.leftovers import prune_leftovers
 from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.model.releases import declared_releases
@@ -175,6 +176,8 @@ class ChartVendor:
     # --- sync ---------------------------------------------------------------------------
     def sync(self, names: Sequence[str] | None = None) -> list[SyncResult]:
         with self._locked():
+            # What a killed sync or upgrade left (staging folders, a tree renamed aside) goes first.
+            prune_leftovers(self.layout)
             lock = VersionsLock.load(self.layout.lock_file)
             selected = self._select(lock, names)
             pending = [chart for chart in selected if not self.is_current(chart)]

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from astrago_deploy.core.markers import mark
+
 
 def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically (temp file in the same folder, fsync, rename)."""
@@ -43,10 +45,12 @@ def write_text(path: Path, text: str, mode: int | None = None) -> None:
 
 @contextlib.contextmanager
 def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
-    """A temporary directory inside `parent` (same filesystem), removed on exit."""
+    """A temporary directory inside `parent` (same filesystem), removed on exit; it carries a
+    marker so that, if this process dies first, the next run's `prune_leftovers` removes it."""
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".staging", dir=parent))
     try:
+        mark(tmp, f"staging {prefix}")
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

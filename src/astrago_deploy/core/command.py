@@ -1,8 +1,9 @@
 """The one gateway for external processes.
 
-Every helm, helmfile, kubectl, git and pip call is a `Command`: an argv list (never a shell
-string), an explicit working directory and environment, the return codes that count as
-success, the exception type raised otherwise, and a timeout. The error keeps stdout and stderr.
+Every helm, helmfile, kubectl and pip call is a `Command`: an argv list (never a shell string),
+an explicit working directory and environment, the return codes that count as success, the
+exception type raised otherwise, and a timeout. The error keeps stdout and stderr. (git runs
+through GitPython in `core.git`, with the limits from `Timeouts` and the same `GitError`.)
 
 How a command runs:
 - In its own process group (a new session), so that a timeout or an interrupt can end the

@@ -173,5 +173,42 @@ class GitError(CommandError):
     tool = "git"
 
 
+class RefMovedError(GitError):
+    """A compare-and-swap on a git ref was refused: the ref is not where we expected it.
+
+    `expected` and `found` are object ids ("" for absent); `mover` says who moved it last, as
+    far as the reflog knows. Nothing was changed by the refused update.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        ref: str,
+        expected: str,
+        found: str,
+        mover: str = "",
+    ) -> None:
+        self.ref = ref
+        self.expected = expected
+        self.found = found
+        self.mover = mover
+        super().__init__(argv, returncode, stdout, stderr)
+
+    def _message(self) -> str:
+        def shown(value: str) -> str:
+            # An object id is shortened; "" is an absent ref; anything else is said as it is.
+            if all(c in "0123456789abcdef" for c in value) and len(value) in (40, 64):
+                return value[:12]
+            return value or "absent"
+
+        text = f"{self.ref} moved: expected {shown(self.expected)}, found {shown(self.found)}"
+        if self.mover:
+            text += f" ({self.mover})"
+        return f"{text}; nothing was changed"
+
+
 class PipError(CommandError):
     tool = "pip"

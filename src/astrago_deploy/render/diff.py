@@ -118,7 +118,7 @@ def compare(layout: RepoLayout, base: str, env_names: list[str], mirror: str | N
     tools = PinnedTools(layout)
     Renderer(layout, tools, layout.rendered_dir).render([environments.get(layout, n) for n in current])
     base_out = layout.cache_dir / "renders" / commit
-    with repo.worktree(commit, layout.cache_dir / "worktrees") as tree_path:
+    with repo.temp_worktree(commit, layout.cache_dir / "worktrees", f"render {base}") as tree_path:
         tree = RepoLayout.at(tree_path)
         prepare_vendored(layout, tree, Fetcher.for_mirror(mirror))
         render_tree(tree, tools, base_out, names)

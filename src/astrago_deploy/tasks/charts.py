@@ -16,7 +16,8 @@ from astrago_deploy.core.console import ConsoleProgress
 from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
-from astrago_deploy.upgrade.upgrader import UpgradeOptions, Upgrader
+from astrago_deploy.upgrade.plan import UpgradeOptions
+from astrago_deploy.upgrade.upgrader import Upgrader
 
 MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for every upstream (or CHARTS_MIRROR)"
 
