@@ -479,7 +479,8 @@ def test_verify_reports_an_unreadable_lock(synced_project: RepoLayout) -> None:
     synced_project.lock_file.write_text("charts:\n  harbor: [1.14.2\n")
     problems = ChartVendor(synced_project, Fetcher()).verify()
     assert len(problems) == 1
-    assert (problems[0].file, problems[0].line) == ("charts/versions.lock", 2)
+    # The parser notices the unclosed `[` where the stream ends, after the line that opens it.
+    assert (problems[0].file, problems[0].line) == ("charts/versions.lock", 3)
     assert problems[0].message.startswith("not valid YAML: ")
 
 
