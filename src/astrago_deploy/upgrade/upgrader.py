@@ -318,11 +318,12 @@ class Upgrader:
             remote = self.repo.run("remote", "get-url", "origin").strip()
         except GitError:
             remote = ""
-        where = github_repository(remote) if remote else None
+        api_url = self.environ.get("GITHUB_API_URL") or DEFAULT_API
+        where = github_repository(remote, api_url, self.environ.get("GITHUB_SERVER_URL")) if remote else None
         if not token or where is None:
             return ""
         self.repo.run("push", "--quiet", "origin", f"{branch}:{branch}")
-        api = GitHub(token, self.environ.get("GITHUB_API_URL", DEFAULT_API), self.fetcher)
+        api = GitHub(token, api_url, self.fetcher)
         title = f"Upgrade {report.chart} {report.old} -> {report.new} ({report.bump})"
         body = report.markdown(f".cache/upgrades/{work.name}/full.diff")
         labels = [f"semver:{report.bump}", f"risk:{report.risk}", "chart-upgrade"]
