@@ -348,8 +348,8 @@ class Fetcher:
             actual = f"{algorithm}:{hasher.hexdigest()}"
             if digest and actual != digest:
                 raise IntegrityError(
-                    f"{redact_url(url)}: {algorithm} is {actual.split(':', 1)[1]}, expected {digest.split(':', 1)[1]} "
-                    "(tampered or truncated download); nothing was written"
+                    f"{redact_url(url)} has {algorithm} {actual.split(':', 1)[1]}, expected {digest.split(':', 1)[1]} "
+                    "(tampered or truncated download)"
                 )
             tmp.chmod(0o644)
             tmp.replace(path)
