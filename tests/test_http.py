@@ -174,27 +174,37 @@ def test_a_server_ignoring_range_starts_over(site: Site, tmp_path: Path) -> None
     assert site.requests[1]["Range"] == "bytes=50000-"
 
 
-def test_a_slow_drip_hits_the_total_deadline(site: Site, tmp_path: Path) -> None:
+def drip(handler: http.server.BaseHTTPRequestHandler, n: int) -> None:
     # Every read brings a byte well within the read timeout: only a total deadline stops it.
-    def reply(handler: http.server.BaseHTTPRequestHandler, n: int) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Length", "100000")
-        handler.end_headers()
-        try:
-            for _ in range(100_000):
-                handler.wfile.write(b"x")
-                handler.wfile.flush()
-                time.sleep(0.05)
-        except OSError:
-            pass  # the client gave up
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    try:
+        for _ in range(100_000):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            time.sleep(0.05)
+    except OSError:
+        pass  # the client gave up
 
-    site.reply = reply
+
+def test_a_slow_drip_hits_the_total_deadline(site: Site, tmp_path: Path) -> None:
+    site.reply = drip
     started = time.monotonic()
     with pytest.raises(FetchError, match=r"not complete after the deadline of 1 s \(\d+ bytes received\)"):
         fetcher(timeout=5.0).download_to(f"{site.url}/slow.tgz", tmp_path / "slow.tgz", deadline=1.0)
     assert time.monotonic() - started < 30  # loose: it stopped, not after 100000 * 0.05 s
     assert len(site.requests) == 1  # a deadline is not retried
     assert leftovers(tmp_path) == []
+
+
+def test_a_slow_drip_of_a_small_file_hits_the_deadline_too(site: Site) -> None:
+    site.reply = drip
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"/index\.yaml: not complete after the deadline of 1 s \(\d+ bytes read\)$"):
+        fetcher(timeout=5.0, deadline=1.0).get(f"{site.url}/index.yaml")
+    assert time.monotonic() - started < 30
+    assert len(site.requests) == 1
 
 
 def test_a_large_download_streams_in_constant_memory(site: Site, tmp_path: Path) -> None:

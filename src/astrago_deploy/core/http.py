@@ -280,6 +280,7 @@ class Fetcher:
         idempotent = method in IDEMPOTENT_METHODS
         attempts = self.retries + 1
         shown = redact_url(url)
+        ends = time.monotonic() + self.deadline
         last = ""
         # The session retries connections and statuses; this loop asks again for a body cut short.
         for attempt in range(attempts):
@@ -293,7 +294,7 @@ class Fetcher:
                     if status != 200 and status not in accept_status:
                         spent = f" (after {attempts} attempts)" if self._retried(method, status) else ""
                         raise FetchError(f"{shown}: HTTP {status}{spent}")
-                    body = self._read_body(resp, shown, max_bytes)
+                    body = self._read_body(resp, shown, max_bytes, ends, self.deadline)
                     return HttpReply(status, dict(resp.headers), body)
             except _Truncated as exc:
                 if not idempotent:
@@ -359,18 +360,21 @@ class Fetcher:
             raise
 
     @staticmethod
-    def _read_body(resp: requests.Response, shown: str, max_bytes: int) -> bytes:
+    def _read_body(resp: requests.Response, shown: str, max_bytes: int, ends: float, deadline: float) -> bytes:
         declared = _content_length(resp, shown)
         if declared is not None and declared > max_bytes:
             raise FetchError(f"{shown}: {declared} bytes exceeds the limit of {max_bytes}")
         chunks: list[bytes] = []
         total = 0
         try:
-            for chunk in resp.raw.stream(64 * 1024, decode_content=True):
+            # read1: what one receive brought, so a server dripping bytes meets the deadline.
+            while chunk := resp.raw.read1(64 * 1024, decode_content=True):
                 total += len(chunk)
                 if total > max_bytes:
                     raise FetchError(f"{shown}: more than {max_bytes} bytes, refused")
                 chunks.append(chunk)
+                if time.monotonic() > ends:
+                    raise FetchError(f"{shown}: not complete after the deadline of {deadline:g} s ({total} bytes read)")
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
             # The connection broke mid-body: a new attempt may get all of it.
             raise _Truncated(
