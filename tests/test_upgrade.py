@@ -53,7 +53,7 @@ REPORT_KEYS = {
     "chart", "from", "to", "bump", "risk", "values", "overrides_affected", "crds", "images", "resources",
     "patches", "changelog",
 }  # fmt: skip
-_STRIPPED = ("CHARTS_MIRROR", "ASTRAGO_ROOT", "GITHUB_TOKEN", "GITHUB_API_URL", "ASTRAGO_DEBUG")
+_STRIPPED = ("CHARTS_MIRROR", "ASTRAGO_ROOT", "GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_SERVER_URL", "ASTRAGO_DEBUG")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def set_git_identity(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     for key, value in GIT_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("HOME", str(home))
-    for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "CHARTS_MIRROR"):
+    for key in ("GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_SERVER_URL", "CHARTS_MIRROR"):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -801,11 +801,11 @@ def fake_github() -> Iterator[FakeGitHub]:
         yield api
 
 
-def with_github_origin(layout: RepoLayout, tmp_path: Path) -> Path:
-    """origin on github.com, pushing to a local bare repository."""
+def with_github_origin(layout: RepoLayout, tmp_path: Path, remote: str = "https://github.com/acme/astrago.git") -> Path:
+    """origin on GitHub (github.com unless told), pushing to a local bare repository."""
     bare = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
-    git(layout.root, "remote", "add", "origin", "https://github.com/acme/astrago.git")
+    git(layout.root, "remote", "add", "origin", remote)
     git(layout.root, "config", "remote.origin.pushurl", str(bare))
     return bare
 
@@ -821,6 +821,7 @@ def test_the_upgrade_opens_a_labelled_pull_request(
     done = inv(
         root, "charts.upgrade", "csi-driver-nfs", "--json", str(report_file),
         CHARTS_MIRROR=str(mirror), GITHUB_TOKEN=TOKEN, GITHUB_API_URL=fake_github.url,
+        GITHUB_SERVER_URL="https://github.com",
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr
@@ -858,6 +859,29 @@ def test_the_upgrade_opens_a_labelled_pull_request(
     assert TOKEN not in (root / ".git" / "config").read_text()
     assert branches(root) == [branch, "main"]
     assert git(root, "status", "--porcelain") == ""
+
+
+def test_a_github_enterprise_remote_gets_its_pull_request(
+    synced_project: RepoLayout, mirror: Path, fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    # As GitHub Actions on a GHE server sets them; before, only github.com remotes were matched
+    # and the upgrade said "set GITHUB_TOKEN" with the token set.
+    root = synced_project.root
+    bare = with_github_origin(synced_project, tmp_path, "https://ghe.acme.corp/acme/astrago.git")
+
+    done = inv(
+        root, "charts.upgrade", "csi-driver-nfs", CHARTS_MIRROR=str(mirror), GITHUB_TOKEN=TOKEN,
+        GITHUB_API_URL=fake_github.url, GITHUB_SERVER_URL="https://ghe.acme.corp",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "pull request: https://github.com/acme/astrago/pull/7" in done.stdout
+    assert "set GITHUB_TOKEN" not in done.stdout
+    assert [(c.method, c.path) for c in fake_github.calls] == [
+        ("POST", "/repos/acme/astrago/pulls"),
+        ("POST", "/repos/acme/astrago/issues/7/labels"),
+    ]
+    assert git(bare, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/chart/csi-driver-nfs-4.13.4"]
 
 
 def test_without_a_token_no_request_is_made_and_the_output_says_how_to_open_it(

@@ -8,6 +8,8 @@ by tests/chart_fixtures.py. Failing runs must leave the repository byte-identica
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import os
 import re
@@ -43,7 +45,7 @@ from .chart_fixtures import (
     tar_slip_tgz,
     write_repo,
 )
-from .conftest import PROJECT, HttpServer, snapshot
+from .conftest import PROJECT, HttpServer, loopback, snapshot
 
 Serve = Callable[[Path], HttpServer]
 
@@ -620,6 +622,29 @@ def test_add_refuses_an_archive_that_does_not_match_the_index(
     )
     assert snapshot(project.root) == before
     assert list(project.external_dir.iterdir()) == []
+
+
+class _GzipLabelled(http.server.SimpleHTTPRequestHandler):
+    """A static server that labels its .tgz files `Content-Encoding: gzip` (seen on misconfigured
+    web servers and object stores): the bytes sent are the archive itself."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        if self.path.endswith(".tgz"):
+            self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
+
+
+def test_an_archive_labelled_gzip_encoded_is_vendored_by_its_raw_digest(project: RepoLayout, tmp_path: Path) -> None:
+    # Decoding the label would hand over the inner tar, whose sha256 is not the index's.
+    site = demo_repo(tmp_path / "site").root
+    with loopback(functools.partial(_GzipLabelled, directory=str(site))) as url:
+        chart = ChartVendor(project, fast_fetcher()).add("demo", url, "0.1.0")
+
+    assert chart.digest == sha256((site / "demo-0.1.0.tgz").read_bytes())
+    assert (project.chart_dir("demo", "0.1.0") / "Chart.yaml").is_file()
 
 
 def test_add_refuses_an_archive_replaced_in_transit(project: RepoLayout, serve: Serve, tmp_path: Path) -> None:

@@ -43,14 +43,18 @@ def _check_name(name: str, label: str) -> list[str]:
     return parts
 
 
-def extract_chart(payload: bytes, dest: Path, label: str, limits: ExtractLimits = ExtractLimits()) -> str:
-    """Extract the archive's single top-level folder into `dest`; returns that folder's name.
+def extract_chart(payload: bytes | Path, dest: Path, label: str, limits: ExtractLimits = ExtractLimits()) -> str:
+    """Extract the archive (bytes, or a file read as it is extracted) into `dest`; returns the
+    name of its single top-level folder.
 
     `dest` must be an empty, fresh directory (a staging folder): on error the caller throws it
     away, so nothing half-extracted is ever in place.
     """
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")  # noqa: SIM115 - closed by `with archive`
+        if isinstance(payload, Path):
+            archive = tarfile.open(payload, mode="r:*")  # noqa: SIM115 - closed by `with archive`
+        else:
+            archive = tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")  # noqa: SIM115 - closed by `with archive`
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveError(f"{label}: not a readable chart archive ({exc})") from exc
     top: str | None = None

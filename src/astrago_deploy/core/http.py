@@ -1,5 +1,16 @@
-"""HTTP for the whole package: downloads with retries, local files, the `<host>/<path>`
-mirror mapping, and the transport the GitHub client sends its API requests through.
+"""HTTP for the whole package: the one retry policy and session factory (used by `Fetcher`,
+the GitHub client and the registry client), downloads streamed to disk while hashed, local
+files, and the `<host>/<path>` mirror mapping.
+
+Retries are urllib3's `Retry`: connection failures and the statuses in `RETRYABLE_STATUS`,
+with exponential backoff, honouring `Retry-After` up to `MAX_RETRY_WAIT` seconds. A request
+that may have taken effect (POST, PATCH) is retried on a status only when the server refused
+it (429, 503), never after a read error.
+
+`Fetcher.download_to` streams raw bytes (an archive served with `Content-Encoding: gzip` is
+kept as sent, so its digest holds) to a temporary file next to the destination while hashing,
+resumes a cut body with `Range` when the server allows, and renames into place only when the
+digest matches; a total deadline bounds the whole download, not just each read.
 
 A mirror is a root URL or directory laid out `<host>/<path>/`; with one configured, every
 upstream URL `https://HOST/PATH/x` is read from `<mirror>/HOST/PATH/x` instead. This is how
@@ -12,8 +23,10 @@ are sent only as an Authorization header and never appear in a message.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,13 +36,85 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
-from astrago_deploy.core.errors import FetchError
+from astrago_deploy.core.errors import FetchError, IntegrityError
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# Downloads go to disk, not memory: the limit only guards the disk against a runaway server.
+DEFAULT_MAX_DOWNLOAD = 4 * 1024 * 1024 * 1024
+DEFAULT_DEADLINE = 600.0
+MAX_RETRY_WAIT = 60
+CHUNK = 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Statuses that say the server did not act on the request: safe to retry any method.
 REFUSED_STATUS = frozenset({429, 503})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _Retry(Retry):
+    """urllib3's `Retry`, plus: a request that may have taken effect is retried when the server
+    refused it (429, 503). With `refused_writes=False` it is never retried on a status (a
+    streamed upload body cannot be sent twice)."""
+
+    refused_writes = True
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if self._is_method_retryable(method):
+            return super().is_retry(method, status_code, has_retry_after)
+        return self.refused_writes and status_code in REFUSED_STATUS
+
+
+class _ReadOnlyRetry(_Retry):
+    refused_writes = False
+
+
+def retry_policy(
+    retries: int,
+    backoff: float,
+    *,
+    status: frozenset[int] = RETRYABLE_STATUS,
+    max_wait: int = MAX_RETRY_WAIT,
+    refused_writes: bool = True,
+) -> Retry:
+    """The package's one retry policy: `retries` more attempts after the first on connection
+    failures, read failures (idempotent methods only) and `status`; backoff `backoff * 2**n`
+    seconds, or the server's `Retry-After`, both capped at `max_wait`."""
+    kind = _Retry if refused_writes else _ReadOnlyRetry
+    return kind(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        backoff_factor=backoff,
+        backoff_max=max_wait,
+        status_forcelist=sorted(status),
+        allowed_methods=IDEMPOTENT_METHODS,
+        respect_retry_after_header=True,
+        retry_after_max=max_wait,
+        raise_on_status=False,
+        raise_on_redirect=False,
+    )
+
+
+def new_session(
+    retries: int = 4,
+    backoff: float = 0.5,
+    *,
+    status: frozenset[int] = RETRYABLE_STATUS,
+    max_wait: int = MAX_RETRY_WAIT,
+    refused_writes: bool = True,
+) -> requests.Session:
+    """A requests session whose every request follows `retry_policy`."""
+    session = requests.Session()
+    adapter = HTTPAdapter(
+        max_retries=retry_policy(retries, backoff, status=status, max_wait=max_wait, refused_writes=refused_writes)
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def redact_url(url: str) -> str:
@@ -120,14 +205,28 @@ class Mirror:
 
 @dataclass
 class Fetcher:
-    """Fetches bytes from URLs (through a mirror when one is set) with bounded retries."""
+    """Fetches bytes from URLs (through a mirror when one is set) with bounded retries.
+
+    `retries` and `backoff` set the retry policy of its session (see `retry_policy`); a body
+    cut short is asked for again up to `retries` times; `deadline` bounds one whole download.
+    """
 
     mirror: Mirror | None = None
     retries: int = 4
     backoff: float = 0.5
     timeout: float = 30.0
+    deadline: float = DEFAULT_DEADLINE
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    _session: requests.Session = field(default_factory=requests.Session, repr=False)
+    _session: requests.Session | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._session is None:
+            self._session = new_session(self.retries, self.backoff)
+
+    @property
+    def session(self) -> requests.Session:
+        assert self._session is not None  # set by __post_init__
+        return self._session
 
     @classmethod
     def for_mirror(cls, option: str | None) -> Fetcher:
@@ -143,7 +242,7 @@ class Fetcher:
         scheme = urlsplit(where).scheme
         if scheme in ("http", "https"):
             return self._get_http(where, max_bytes)
-        path = Path(urlsplit(where).path) if scheme == "file" else Path(where)
+        path = _local_path(where)
         try:
             size = path.stat().st_size
             if size > max_bytes:
@@ -169,57 +268,113 @@ class Fetcher:
     ) -> HttpReply:
         """`method` `url` (no mirror mapping) with retries on transient failures.
 
-        Status 200 and those in `accept_status` are returned; others raise FetchError.
-        Without `auth` or an Authorization header, host credentials from the environment are
-        used. A request that is not a GET (it may have taken effect) is retried only when it
-        surely did not: the connection was never made, or the server refused it (429, 503).
+        Status 200 and those in `accept_status` are returned (a retryable status only once the
+        retries are spent); others raise FetchError. Without `auth` or an Authorization header,
+        host credentials from the environment are used. A request that is not a GET (it may
+        have taken effect) is retried only when it surely did not: the connection was never
+        made, or the server refused it (429, 503).
         """
         sent_headers = dict(headers or {})
         has_authorization = any(key.lower() == "authorization" for key in sent_headers)
         creds = auth if auth is not None or has_authorization else credentials_for(url, self.environ)
-        idempotent = method in ("GET", "HEAD")
-        retry_status = RETRYABLE_STATUS if idempotent else REFUSED_STATUS
-        retry_errors = (requests.ConnectionError, requests.Timeout) if idempotent else (requests.ConnectTimeout,)
+        idempotent = method in IDEMPOTENT_METHODS
+        attempts = self.retries + 1
         shown = redact_url(url)
+        ends = time.monotonic() + self.deadline
         last = ""
-        for attempt in range(self.retries + 1):
+        # The session retries connections and statuses; this loop asks again for a body cut short.
+        for attempt in range(attempts):
             if attempt:
                 time.sleep(self.backoff * (2 ** (attempt - 1)))
             try:
-                with self._session.request(
+                with self.session.request(
                     method, url, auth=creds, headers=sent_headers, json=json_body, stream=True, timeout=self.timeout
                 ) as resp:
-                    if resp.status_code in retry_status:
-                        last = f"HTTP {resp.status_code}"
-                        continue
-                    if resp.status_code != 200 and resp.status_code not in accept_status:
-                        raise FetchError(f"{shown}: HTTP {resp.status_code}")
-                    body = self._read_body(resp, shown, max_bytes)
-                    return HttpReply(resp.status_code, dict(resp.headers), body)
+                    status = resp.status_code
+                    if status != 200 and status not in accept_status:
+                        spent = f" (after {attempts} attempts)" if self._retried(method, status) else ""
+                        raise FetchError(f"{shown}: HTTP {status}{spent}")
+                    body = self._read_body(resp, shown, max_bytes, ends, self.deadline)
+                    return HttpReply(status, dict(resp.headers), body)
             except _Truncated as exc:
                 if not idempotent:
                     raise FetchError(f"{shown}: {exc}") from exc
                 last = str(exc)
-            except retry_errors as exc:
-                last = f"{type(exc).__name__}: {_reason(exc)}"
             except requests.RequestException as exc:
-                # An invalid URL or header, too many redirects: asking again gets the same answer.
-                raise FetchError(f"{shown}: {type(exc).__name__}: {_reason(exc)}") from exc
-        raise FetchError(f"{shown}: {last} (after {self.retries + 1} attempts)")
+                raise FetchError(f"{shown}: {_failure(exc)}{self._spent(exc, method)}") from exc
+        raise FetchError(f"{shown}: {last} (after {attempts} attempts)")
+
+    def _retried(self, method: str, status: int) -> bool:
+        """Whether the session retried `status` before handing it over (see `retry_policy`)."""
+        retryable = RETRYABLE_STATUS if method in IDEMPOTENT_METHODS else REFUSED_STATUS
+        return bool(self.retries) and status in retryable
+
+    def _spent(self, exc: requests.RequestException, method: str) -> str:
+        # Connection failures (and read failures of a GET) were retried by the session.
+        retried = isinstance(exc, (requests.ConnectionError, requests.Timeout)) and (
+            method in IDEMPOTENT_METHODS or isinstance(exc, requests.ConnectTimeout) or _never_connected(exc)
+        )
+        return f" (after {self.retries + 1} attempts)" if retried and self.retries else ""
+
+    def download_to(
+        self,
+        url: str,
+        path: Path,
+        digest: str | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD,
+        deadline: float | None = None,
+    ) -> str:
+        """Stream the raw bytes at `url` (through the mirror) into `path`; returns their digest.
+
+        The bytes go to a temporary file next to `path` while hashed (constant memory) and are
+        renamed into place only when they match `digest` (`ALGORITHM:HEX`, e.g. `sha256:...`;
+        with None, any content is accepted and the sha256 returned). A mismatch raises
+        IntegrityError and leaves `path` as it was. The whole download, retries included, must
+        finish within `deadline` seconds (default: the fetcher's).
+        """
+        algorithm = digest.split(":", 1)[0] if digest else "sha256"
+        where = self.location(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w+b") as sink:
+                if urlsplit(where).scheme in ("http", "https"):
+                    hasher = _Download(self, where, sink, algorithm, max_bytes, deadline or self.deadline).run()
+                else:
+                    hasher = _copy_local(_local_path(where), url, sink, algorithm, max_bytes)
+                sink.flush()
+                os.fsync(sink.fileno())
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if digest and actual != digest:
+                raise IntegrityError(
+                    f"{redact_url(url)} has {algorithm} {actual.split(':', 1)[1]}, expected {digest.split(':', 1)[1]} "
+                    "(tampered or truncated download)"
+                )
+            tmp.chmod(0o644)
+            tmp.replace(path)
+            return actual
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @staticmethod
-    def _read_body(resp: requests.Response, shown: str, max_bytes: int) -> bytes:
+    def _read_body(resp: requests.Response, shown: str, max_bytes: int, ends: float, deadline: float) -> bytes:
         declared = _content_length(resp, shown)
         if declared is not None and declared > max_bytes:
             raise FetchError(f"{shown}: {declared} bytes exceeds the limit of {max_bytes}")
         chunks: list[bytes] = []
         total = 0
         try:
-            for chunk in resp.raw.stream(64 * 1024, decode_content=True):
+            # read1: what one receive brought, so a server dripping bytes meets the deadline.
+            while chunk := resp.raw.read1(64 * 1024, decode_content=True):
                 total += len(chunk)
                 if total > max_bytes:
                     raise FetchError(f"{shown}: more than {max_bytes} bytes, refused")
                 chunks.append(chunk)
+                if time.monotonic() > ends:
+                    raise FetchError(f"{shown}: not complete after the deadline of {deadline:g} s ({total} bytes read)")
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
             # The connection broke mid-body: a new attempt may get all of it.
             raise _Truncated(
@@ -238,6 +393,136 @@ class Fetcher:
         if declared is not None and encoding == "identity" and len(body) != declared:
             raise _Truncated(f"truncated download ({len(body)} of {declared} bytes)")
         return body
+
+
+class _Download:
+    """One streamed HTTP download into `sink`: raw bytes, hashed as they arrive, a cut body
+    resumed with `Range` (or started over when the server ignores it), one total deadline."""
+
+    def __init__(self, fetcher: Fetcher, url: str, sink: Any, algorithm: str, max_bytes: int, deadline: float) -> None:
+        self.fetcher = fetcher
+        self.url = url
+        self.shown = redact_url(url)
+        self.sink = sink
+        self.algorithm = algorithm
+        self.max_bytes = max_bytes
+        self.deadline = deadline
+        self.ends = time.monotonic() + deadline
+        self.hasher = hashlib.new(algorithm)
+        self.received = 0
+
+    def run(self) -> Any:
+        attempts = self.fetcher.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                self._check_deadline()
+                time.sleep(min(self.fetcher.backoff * (2 ** (attempt - 1)), max(0.0, self.ends - time.monotonic())))
+            try:
+                self._attempt()
+                return self.hasher
+            except _Truncated as exc:
+                last = str(exc)
+            except requests.RequestException as exc:
+                spent = self.fetcher._spent(exc, "GET")
+                raise FetchError(f"{self.shown}: {_failure(exc)}{spent}") from exc
+        raise FetchError(f"{self.shown}: {last} (after {attempts} attempts)")
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self.ends:
+            raise FetchError(
+                f"{self.shown}: not complete after the deadline of {self.deadline:g} s ({self.received} bytes received)"
+            )
+
+    def _attempt(self) -> None:
+        headers = {"Accept-Encoding": "identity"}
+        if self.received:
+            headers["Range"] = f"bytes={self.received}-"
+        remaining = max(0.1, self.ends - time.monotonic())
+        read_timeout = min(self.fetcher.timeout, remaining)
+        creds = credentials_for(self.url, self.fetcher.environ)
+        with self.fetcher.session.get(
+            self.url, auth=creds, headers=headers, stream=True, timeout=(self.fetcher.timeout, read_timeout)
+        ) as resp:
+            status = resp.status_code
+            if status == 206 and self.received and _range_start(resp) == self.received:
+                pass  # the server resumes where the cut left us
+            elif status == 200:
+                self._restart()
+            else:
+                spent = f" (after {self.fetcher.retries + 1} attempts)" if self.fetcher._retried("GET", status) else ""
+                raise FetchError(f"{self.shown}: HTTP {status}{spent}")
+            declared = _content_length(resp, self.shown)
+            expected_end = self.received + declared if declared is not None else None
+            if expected_end is not None and expected_end > self.max_bytes:
+                raise FetchError(f"{self.shown}: {expected_end} bytes exceeds the limit of {self.max_bytes}")
+            self._stream(resp, expected_end)
+
+    def _restart(self) -> None:
+        self.sink.seek(0)
+        self.sink.truncate()
+        self.hasher = hashlib.new(self.algorithm)
+        self.received = 0
+
+    def _stream(self, resp: requests.Response, expected_end: int | None) -> None:
+        try:
+            # read1 returns what one receive brought, so a server dripping bytes cannot hold a
+            # read past the deadline; decode_content=False keeps the bytes as served.
+            while block := resp.raw.read1(CHUNK, decode_content=False):
+                self.hasher.update(block)
+                self.sink.write(block)
+                self.received += len(block)
+                if self.received > self.max_bytes:
+                    raise FetchError(f"{self.shown}: more than {self.max_bytes} bytes, refused")
+                self._check_deadline()
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
+            raise _Truncated(
+                f"truncated download (the connection closed after {self.received} "
+                f"of {expected_end or 'unknown'} bytes: {type(exc).__name__})"
+            ) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            self._check_deadline()
+            raise _Truncated(f"timed out reading the body after {self.received} bytes") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise FetchError(f"{self.shown}: {type(exc).__name__}: {exc}") from exc
+        if expected_end is not None and self.received != expected_end:
+            raise _Truncated(f"truncated download ({self.received} of {expected_end} bytes)")
+
+
+def _copy_local(path: Path, url: str, sink: Any, algorithm: str, max_bytes: int) -> Any:
+    hasher = hashlib.new(algorithm)
+    total = 0
+    try:
+        with path.open("rb") as source:
+            while block := source.read(CHUNK):
+                total += len(block)
+                if total > max_bytes:
+                    raise FetchError(f"{path}: more than {max_bytes} bytes, refused")
+                hasher.update(block)
+                sink.write(block)
+    except FileNotFoundError as exc:
+        raise FetchError(f"not found: {path} (for {redact_url(url)})") from exc
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc.strerror}") from exc
+    return hasher
+
+
+def _local_path(where: str) -> Path:
+    return Path(urlsplit(where).path) if urlsplit(where).scheme == "file" else Path(where)
+
+
+def _range_start(resp: requests.Response) -> int:
+    match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+    return int(match[1]) if match else -1
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _failure(exc: requests.RequestException) -> str:
+    return f"{type(exc).__name__}: {_reason(exc)}"
 
 
 @dataclass(frozen=True)

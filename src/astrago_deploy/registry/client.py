@@ -16,7 +16,7 @@ Authentication (see `auth`): anonymous, Basic on a Basic challenge, Bearer token
 (registry host, scope); a 401 leads to one (re-)authentication and one retry, then a clear
 error. Plain HTTP only for loopback registries and hosts the caller lists (see `reference`).
 GET and HEAD are retried on connection failures and 408/429/5xx with backoff, honouring
-`Retry-After` (urllib3's `Retry`).
+`Retry-After` (the package's one retry policy, `core.http.new_session`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from astrago_deploy.core.http import credentials_hint, host_credentials
+from astrago_deploy.core.http import credentials_hint, host_credentials, new_session
 from astrago_deploy.registry.auth import (
     DEFAULT_TOKEN_SECONDS,
     Challenge,
@@ -149,21 +147,8 @@ class RegistryClient:
         self.tokens = TokenCache()
         self._basic: set[str] = set()  # registries that asked for Basic credentials
         self._lock = threading.Lock()
-        self._session = requests.Session()
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            backoff_factor=backoff,
-            status_forcelist=sorted(RETRY_STATUS),
-            allowed_methods=frozenset({"GET", "HEAD"}),
-            respect_retry_after_header=True,
-            raise_on_status=False,
-        )
-        adapter = HTTPAdapter(max_retries=retry)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        # Uploads stream from disk and cannot be sent twice: only GET and HEAD are retried.
+        self._session = new_session(retries, backoff, status=RETRY_STATUS, refused_writes=False)
 
     # --- addresses -----------------------------------------------------------------------
 

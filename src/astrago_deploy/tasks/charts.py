@@ -140,8 +140,9 @@ def upgrade(
             say(f"pull request: {result.pull_request}")
         elif not no_pr:
             say(
-                "no pull request: set GITHUB_TOKEN (with an origin remote on GitHub) to open one, or push the "
-                "branch and open it by hand with the report as its body"
+                "no pull request: set GITHUB_TOKEN (with an origin remote on GitHub; for GitHub Enterprise also "
+                "GITHUB_API_URL or GITHUB_SERVER_URL) to open one, or push the branch and open it by hand with "
+                "the report as its body"
             )
     if options.json_file:
         say(f"JSON report: {options.json_file}")

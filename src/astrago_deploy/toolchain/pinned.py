@@ -327,13 +327,16 @@ class ToolInstaller:
 
     def _from_source(self, pin: ToolPin, source: Source) -> tuple[bytes, str]:
         if source.type in ("archive", "binary"):
-            try:
-                payload = self.fetcher.get(source.url, MAX_TOOL_BYTES)
-            except FetchError as exc:
-                raise _Unavailable(str(exc)) from exc
-            if source.type == "binary":
-                return payload, source.url
-            return _tar_member(payload, source.member, source.url), f"{source.url}!{source.member}"
+            # Streamed to disk (not buffered whole); the binary's sha256 is checked by the caller.
+            with atomic.staging_dir(self.layout.tools_downloads, "download") as tmp:
+                download = tmp / "download"
+                try:
+                    self.fetcher.download_to(source.url, download, max_bytes=MAX_TOOL_BYTES)
+                except FetchError as exc:
+                    raise _Unavailable(str(exc)) from exc
+                if source.type == "binary":
+                    return download.read_bytes(), source.url
+                return _tar_member(download, source.member, source.url), f"{source.url}!{source.member}"
         if source.type == "pypi-wheel":
             wheel = self._wheel(source)
             return _wheel_member(wheel, source.member), f"{wheel}!{source.member}"
@@ -391,9 +394,10 @@ class ToolInstaller:
             return dest
 
 
-def _tar_member(payload: bytes, member: str, origin: str) -> bytes:
+def _tar_member(payload: bytes | Path, member: str, origin: str) -> bytes:
+    opened = {"name": payload} if isinstance(payload, Path) else {"fileobj": io.BytesIO(payload)}
     try:
-        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
+        with tarfile.open(mode="r:*", **opened) as archive:
             handle = archive.extractfile(member)
             if handle is None:
                 raise _Unavailable(f"{member} is not a regular file in {origin}")

@@ -30,12 +30,13 @@ def open_pull_request(
         remote = repo.run("remote", "get-url", "origin").strip()
     except GitError:
         remote = ""
-    where = github_repository(remote) if remote else None
+    api_url = environ.get("GITHUB_API_URL") or DEFAULT_API
+    where = github_repository(remote, api_url, environ.get("GITHUB_SERVER_URL")) if remote else None
     if not token or where is None:
         return ""
     # The branch is new: the push expects it absent on the remote and never overwrites one.
     repo.push("origin", commit, f"refs/heads/{branch}", lease="")
-    api = GitHub(token, environ.get("GITHUB_API_URL", DEFAULT_API), fetcher)
+    api = GitHub(token, api_url, fetcher)
     title = f"Upgrade {report.chart} {report.old} -> {report.new} ({report.bump})"
     body = report.markdown(f".cache/upgrades/{work.name}/full.diff")
     labels = [f"semver:{report.bump}", f"risk:{report.risk}", "chart-upgrade"]
