@@ -48,7 +48,7 @@ class ReleaseRef:
     namespace: str
     chart_expr: str  # the chart as helmfile resolved it (as written, when helmfile could not resolve it)
     lock_name: str | None = None  # the versions.lock entry the release goes through, if any
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     installed: bool = True
 
     @property
