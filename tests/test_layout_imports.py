@@ -18,7 +18,8 @@ ROOT = PACKAGE.name
 # `cli` is the error boundary and repository lookup the task wiring uses (it needs only core).
 LAYERS: list[set[str]] = [
     {"core"},
-    {"toolchain", "model", "registry"},
+    {"toolchain"},
+    {"model", "registry"},
     {"charts"},
     {"render"},
     {"patches", "validate"},

@@ -469,10 +469,11 @@ def test_verify_reports_an_incomplete_entry_and_an_unlocked_release(synced_proje
     assert [(p.file, p.key, p.message) for p in problems] == [
         ("charts/versions.lock", "harbor", "lock entry for 1.14.2 is incomplete (no url/digest/tree)"),
         ("charts/external/csi-driver-nfs-v4.9.0", "", "a vendored folder that is not in the lock"),
+        # The tier file's `required` guard stops helmfile; verify reports helmfile's words.
         (
-            "helmfile/releases/infrastructure.yaml.gotmpl",
-            "release csi-driver-nfs",
-            "chart 'csi-driver-nfs' is not in the lock",
+            "helmfile/helmfile.yaml.gotmpl",
+            "releases",
+            "helmfile cannot list the releases: csi-driver-nfs is not in charts/versions.lock",
         ),
     ]
 

@@ -27,7 +27,15 @@ from astrago_deploy.core import atomic, diagnostics, yaml
 from astrago_deploy.core.console import Progress
 from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.digests import tree_digest
-from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessError, InputError, IntegrityError, YamlError
+from astrago_deploy.core.errors import (
+    AstragoError,
+    ConfigError,
+    FileAccessError,
+    HelmfileError,
+    InputError,
+    IntegrityError,
+    YamlError,
+)
 from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
@@ -319,7 +327,17 @@ class ChartVendor:
 
     def _release_problems(self, lock: VersionsLock) -> list[Diagnostic]:
         problems = []
-        for release in declared_releases(self.layout):
+        try:
+            declared = declared_releases(self.layout)
+        except HelmfileError as exc:
+            # A tier file's `required` guard (a release whose chart left the lock) stops helmfile
+            # itself: report what helmfile says, with the other findings, rather than stop verify.
+            reason = (exc.stderr.strip().splitlines() or [f"exit {exc.returncode}"])[-1]
+            reason = reason.rpartition("error calling required: ")[2]
+            shown = shown_path(self.layout.helmfile, self.layout.root)
+            fix = "lock the chart with `inv charts.add`, or fix the tier file helmfile names"
+            return [diagnostics.error(shown, None, "releases", f"helmfile cannot list the releases: {reason}", fix)]
+        for release in declared:
             tier = shown_path(release.tier_file, self.layout.root)
             where = (tier, release.line, f"release {release.name}")
             locked, custom, value = release.locked_chart, release.custom_chart, release.chart_expr

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from astrago_deploy.charts.vendor import ChartVendor
-from astrago_deploy.core import files
 from astrago_deploy.core.command import Command, CommandResult, Timeouts
 from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
@@ -52,18 +51,12 @@ def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:
     if app:
         if not _LABEL_VALUE.match(app):
             raise InputError(f"invalid --app {app!r}")
-        known = {r.name for r in declared_releases(layout)} | _app_labels(layout)
+        declared = declared_releases(layout)
+        known = {r.name for r in declared} | {r.labels["app"] for r in declared if r.labels.get("app")}
         if app not in known:
             raise InputError(f"no release has app={app}; known: {', '.join(sorted(known))}")
         parts.append(f"app={app}")
     return ",".join(parts)
-
-
-def _app_labels(layout: RepoLayout) -> set[str]:
-    labels = set()
-    for tier_file in layout.releases_dir.glob("*.yaml.gotmpl"):
-        labels |= set(re.findall(r"app:\s*([A-Za-z0-9._-]+)\s*}", files.read_text(tier_file)))
-    return labels
 
 
 def current_context(tools: PinnedTools) -> str:

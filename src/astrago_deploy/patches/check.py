@@ -41,13 +41,14 @@ def unpatched_renderer(layout: RepoLayout, tools: PinnedTools) -> Renderer:
 def check_patches(
     layout: RepoLayout, releases: Sequence[str] = (), env_names: Sequence[str] = (), tools: PinnedTools | None = None
 ) -> list[patching.PatchStatus]:
-    known = {r.name for r in declared_releases(layout)}
+    # An upgrade checks a worktree with the checkout's tools: the worktree has no .tools of its own.
+    tools = tools or PinnedTools(layout)
+    known = {r.name for r in declared_releases(layout, tools)}
     wanted = list(releases) or patching.patched_releases(layout.patches_dir)
     for name in wanted:
         if name not in known:
             raise InputError(f"there is no release {name!r} (patches/{name} would patch nothing)")
     envs = environments.select(layout, list(env_names) or None)
-    tools = tools or PinnedTools(layout)
     out_root = layout.cache_dir / "unpatched"
     unpatched_renderer(layout, tools).render(envs)
     kustomizer = patching.Kustomizer(tools.path("kubectl"), tools.env())
@@ -75,10 +76,11 @@ def find_resource(
     layout: RepoLayout, release: str, kind: str, name: str, env_names: Sequence[str], tools: PinnedTools | None = None
 ) -> dict[str, object]:
     """The resource as the release renders it (without patches), for scaffolding a patch."""
-    if release not in {r.name for r in declared_releases(layout)}:
+    tools = tools or PinnedTools(layout)
+    if release not in {r.name for r in declared_releases(layout, tools)}:
         raise InputError(f"there is no release {release!r}")
     envs = environments.select(layout, list(env_names) or None)
-    unpatched_renderer(layout, tools or PinnedTools(layout)).render(envs)
+    unpatched_renderer(layout, tools).render(envs)
     same_kind: set[str] = set()
     for env in envs:
         path = layout.cache_dir / "unpatched" / env.name / f"{release}.yaml"
