@@ -18,6 +18,8 @@ import yaml
 
 from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.model import environments
+from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.environment import ALLOWED, ALLOWED_PREFIXES, tool_environ
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -148,6 +150,27 @@ def test_inv_render_keeps_canaries_from_helmfile_helm_the_post_renderer_and_kube
     for dump in [*post_renders, *kubectls]:
         assert_clean(read_env(dump), dump.name)
     assert "harbor" in (synced_project.rendered_dir / "dev" / "harbor.yaml").read_text()
+
+
+def test_the_render_key_covers_the_variables_helmfile_may_read(synced_project: RepoLayout) -> None:
+    values = synced_project.root / "helmfile" / "values" / "csi-driver-nfs.yaml.gotmpl"
+    values.write_text(values.read_text().replace(
+        "storageclass.kubernetes.io/is-default-class", 'astrago.io/proxy: {{ env "HTTPS_PROXY" | quote }}\n    '
+        "storageclass.kubernetes.io/is-default-class"))
+    dev = environments.get(synced_project, "dev")
+    rendered = synced_project.rendered_dir / "dev" / "csi-driver-nfs.yaml"
+
+    def render(**environ: str) -> bool:
+        tools = PinnedTools(synced_project, environ={"PATH": os.environ["PATH"], **environ})
+        return Renderer(synced_project, tools, synced_project.rendered_dir).render([dev])[0].cached
+
+    assert render(HTTPS_PROXY="http://a.invalid:3128") is False
+    assert "astrago.io/proxy: http://a.invalid:3128" in rendered.read_text()
+    assert render(HTTPS_PROXY="http://a.invalid:3128") is True
+    # A dropped variable cannot change the render, nor one that only affects logging or timeouts.
+    assert render(HTTPS_PROXY="http://a.invalid:3128", GITHUB_TOKEN="x", HELM_DRIVER="y", ASTRAGO_DEBUG="1") is True
+    assert render(HTTPS_PROXY="http://b.invalid:3128") is False
+    assert "astrago.io/proxy: http://b.invalid:3128" in rendered.read_text()
 
 
 def test_the_readme_lists_exactly_the_allowlist() -> None:

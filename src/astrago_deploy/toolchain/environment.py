@@ -13,6 +13,10 @@ it through `PinnedTools.command(extra_env=...)`, for that one command only.
 
 `ASTRAGO_TOOL_ENV` (comma-separated names) lets a site pass more, e.g. what a kubeconfig `exec`
 credential plugin reads (`AWS_PROFILE`); it may not name the suite's own credentials.
+
+helmfile templates can read variables (`env`, `requiredEnv`), so the allowed variables that can
+change a render are part of the render cache key (`render_inputs`); the ones that only steer
+output to a terminal, logging or timeouts are not.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ ALLOWED: frozenset[str] = frozenset(
     }
 )
 ALLOWED_PREFIXES = ("LC_",)
+# Allowed, but they change only how output looks, what is logged or how long to wait: never
+# what is rendered, so they stay out of the render cache key.
+RENDER_NEUTRAL: frozenset[str] = frozenset(
+    {"TERM", "NO_COLOR", "ASTRAGO_DEBUG", "ASTRAGO_TIMEOUT_SCALE", "ASTRAGO_UNDER_COMMAND"}
+)
 # Never passed, even when ASTRAGO_TOOL_ENV names them: the suite's own secrets.
 _CREDENTIAL_NAMES = frozenset({"GITHUB_TOKEN", "GH_TOKEN"})
 _CREDENTIAL_PREFIX = "ASTRAGO_REPO_"
@@ -88,3 +97,8 @@ def tool_environ(environ: Mapping[str, str]) -> dict[str, str]:
         for name, value in environ.items()
         if name in ALLOWED or name.startswith(ALLOWED_PREFIXES) or name in extra
     }
+
+
+def render_inputs(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of an already filtered tool environment that can change what is rendered."""
+    return {name: value for name, value in environ.items() if name not in RENDER_NEUTRAL}

@@ -178,6 +178,11 @@ class PinnedTools:
         self._environ = environment.tool_environ(os.environ if environ is None else environ)
         self._verified: set[str] = set()
 
+    def render_inputs(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The caller's variables that reach a tool run with `extra` and can change its output
+        (for a cache key): the allowlisted ones, without what the suite derives from the layout."""
+        return environment.render_inputs({**self._environ, **(extra or {})})
+
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         state = self.layout.tool_state
         env = dict(self._environ)
