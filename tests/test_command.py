@@ -433,6 +433,8 @@ def test_a_stopped_render_leaves_no_helm_helmfile_kubectl_or_post_render_behind(
         **os.environ,
         "ASTRAGO_ROOT": str(root),
         "ASTRAGO_TEST_PIDS": str(pids),
+        # Tools see only an allowlisted environment: name the test's variable for the post-renderer.
+        "ASTRAGO_TOOL_ENV": "ASTRAGO_TEST_PIDS",
         # A timeout that fires well after the tree is up (helmfile template allows 900 s).
         "ASTRAGO_TIMEOUT_SCALE": "0.05" if how == "timeout" else "1",
     }

@@ -186,14 +186,14 @@ def test_helmfile_errors_show_helms_stderr_once() -> None:
 
 def test_render_key_is_a_content_digest_of_the_inputs(project: RepoLayout, tmp_path: Path) -> None:
     dev = environments.get(project, "dev")
-    key = render_key(project, dev)
+    key = render_key(project, dev, {})
     patch = project.patches_dir / "harbor" / "kustomization.yaml"
     os.utime(patch, (0, 0))
     # Independent of the checkout's path and of timestamps.
-    assert render_key(make_project(tmp_path / "elsewhere", with_git=False), dev) == key == render_key(project, dev)
+    assert render_key(make_project(tmp_path / "elsewhere", with_git=False), dev, {}) == key == render_key(project, dev, {})
     patch.chmod(0o755)
-    executable = render_key(project, dev)
+    executable = render_key(project, dev, {})
     patch.write_text(patch.read_text() + "# edited\n")
-    edited = render_key(project, dev)
+    edited = render_key(project, dev, {})
     (project.patches_dir / "harbor" / "empty").mkdir()
-    assert len({key, executable, edited, render_key(project, dev)}) == 4
+    assert len({key, executable, edited, render_key(project, dev, {})}) == 4

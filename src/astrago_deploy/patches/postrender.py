@@ -23,12 +23,14 @@ from pathlib import Path
 from astrago_deploy.core.errors import AstragoError, file_error
 from astrago_deploy.patches import kustomize as patching
 from astrago_deploy.render.stream import marker
+from astrago_deploy.toolchain.environment import tool_environ
 
 
 def post_render(root: Path, release: str, env: str, manifests: str) -> str:
     if os.environ.get("ASTRAGO_PATCHES", "on") != "off":
         tools_bin = Path(os.environ.get("ASTRAGO_TOOLS_BIN") or root / ".tools" / "bin")
-        kustomizer = patching.Kustomizer(tools_bin / "kubectl", dict(os.environ))
+        # What helm passed on is already allowlisted; filter again so kubectl is safe however we are run.
+        kustomizer = patching.Kustomizer(tools_bin / "kubectl", tool_environ(os.environ))
         manifests = patching.apply(root / "patches", release, env, manifests, kustomizer)
     return marker(release, env) + manifests
 

