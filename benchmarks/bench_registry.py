@@ -9,7 +9,6 @@ random bytes, so neither client has a reason to recompress it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from _common import ROOT
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.manifest import OCI_MANIFEST, Manifest
 from astrago_deploy.registry.reference import Reference
-from tests.registry_support import REGISTRY_BINARY, RegistryProcess
+from tests.registry_support import REGISTRY_BINARY, RegistryProcess, write_random
 
 MiB = 1024 * 1024
 LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -96,16 +95,6 @@ def _measure(argv: list[str]) -> tuple[float, float]:
     return elapsed, peak
 
 
-def _random_file(path: Path, size: int) -> str:
-    hasher = hashlib.sha256()
-    with path.open("wb") as out:
-        for _ in range(size // MiB):
-            block = os.urandom(MiB)
-            hasher.update(block)
-            out.write(block)
-    return f"sha256:{hasher.hexdigest()}"
-
-
 def main() -> None:
     if not REGISTRY_BINARY.is_file():
         raise SystemExit("benchmark: the test registry is missing; run scripts/install-test-registry")
@@ -123,7 +112,7 @@ def main() -> None:
         try:
             layer = work / "src" / "layer"
             layer.parent.mkdir()
-            digest = _random_file(layer, size_mib * MiB)
+            digest = write_random(layer, size_mib * MiB)
             host = registry.host
             sha256sum = shutil.which("sha256sum")
             if sha256sum:

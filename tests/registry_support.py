@@ -342,6 +342,17 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
+def write_random(path: Path, size: int) -> str:
+    """Write `size` random bytes (whole MiB) to `path`, one MiB at a time; their digest."""
+    hasher = hashlib.sha256()
+    with path.open("wb") as out:
+        for _ in range(size // (1024 * 1024)):
+            block = os.urandom(1024 * 1024)
+            hasher.update(block)
+            out.write(block)
+    return f"sha256:{hasher.hexdigest()}"
+
+
 def sha256(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 

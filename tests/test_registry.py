@@ -45,6 +45,7 @@ from .registry_support import (
     build_image,
     build_index,
     sha256,
+    write_random,
 )
 
 MiB = 1024 * 1024
@@ -488,24 +489,12 @@ def test_a_copy_across_registries_streams_blobs_and_keeps_digests(
     assert again.blobs == {"exists": 3}
 
 
-def _write_random(path: Path, size: int) -> str:
-    import hashlib
-
-    hasher = hashlib.sha256()
-    with path.open("wb") as out:
-        for _ in range(size // MiB):
-            block = os.urandom(MiB)
-            hasher.update(block)
-            out.write(block)
-    return f"sha256:{hasher.hexdigest()}"
-
-
 @pytest.fixture(scope="module")
 def big_blob(registry: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[Reference, str, Path, int]:
     """A 64 MiB blob pushed through the client (monolithic), with the peak traced memory of the push."""
     folder = tmp_path_factory.mktemp("big")
     source = folder / "blob"
-    digest = _write_random(source, 64 * MiB)
+    digest = write_random(source, 64 * MiB)
     ref = repo(registry.host)
     tracemalloc.start()
     try:
@@ -589,7 +578,7 @@ def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryP
 
 def test_a_chunked_upload_streams_from_disk(registry: RegistryProcess, tmp_path: Path) -> None:
     source = tmp_path / "blob"
-    digest = _write_random(source, 12 * MiB)
+    digest = write_random(source, 12 * MiB)
     client = RegistryClient({})
     ref = repo(registry.host)
     assert client.push_blob(ref, source, chunk_size=5 * MiB).how == "uploaded"
