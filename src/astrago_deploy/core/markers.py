@@ -20,7 +20,7 @@ MARKER_NAME = ".astrago-temp"
 def process_start(pid: int) -> int | None:
     """The start time of `pid` in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: count from the last ")".
@@ -58,14 +58,14 @@ def mark(folder: Path, purpose: str) -> TempMarker:
         os.getpid(), process_start(os.getpid()), purpose, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     )
     payload = {"pid": marker.pid, "started": marker.started, "purpose": purpose, "created": marker.created}
-    (folder / MARKER_NAME).write_text(json.dumps(payload) + "\n")
+    (folder / MARKER_NAME).write_text(json.dumps(payload) + "\n", encoding="utf-8")
     return marker
 
 
 def read_marker(folder: Path) -> TempMarker | None:
     """The marker in `folder`, or None if there is none (or it is unreadable: not ours)."""
     try:
-        data = json.loads((folder / MARKER_NAME).read_text())
+        data = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
         started = data.get("started")
         return TempMarker(
             int(data["pid"]),
