@@ -281,17 +281,17 @@ def test_git_network_commands_get_the_longer_timeout(project: RepoLayout) -> Non
 
 
 class Recorder(io.StringIO):
-    """A caller's stream that writes a marker file when it sees `trigger`: the process waits for
-    that file, so the test proves the line arrived while the process was still running."""
+    """A caller's stream that writes a marker file when it sees a trigger line: the process waits
+    for that file, so the test proves the line arrived while the process was still running."""
 
-    def __init__(self, trigger: str, marker: Path) -> None:
+    def __init__(self, markers: dict[str, Path]) -> None:
         super().__init__()
-        self.trigger = trigger
-        self.marker = marker
+        self.markers = markers
 
     def write(self, text: str) -> int:
-        if self.trigger in text:
-            self.marker.write_text("seen")
+        for trigger, marker in self.markers.items():
+            if trigger in text:
+                marker.write_text("seen")
         return super().write(text)
 
 
@@ -304,6 +304,10 @@ while not os.path.exists(sys.argv[1]) and time.monotonic() < end:
 print("marker seen" if os.path.exists(sys.argv[1]) else "marker never seen", flush=True)
 for n in range(30):
     print(f"line {n}", flush=True)
+# stdout and stderr are read by two threads: write stderr once the caller has seen all of stdout,
+# so the tail's order is fixed.
+while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
+    time.sleep(0.05)
 print("upgrade failed: boom", file=sys.stderr, flush=True)
 sys.exit(3)
 """
@@ -311,10 +315,11 @@ sys.exit(3)
 
 def test_stream_shows_lines_live_keeps_a_log_and_puts_its_tail_in_the_error(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    out = Recorder("step 1: started", marker)
+    all_out = tmp_path / "all-stdout-seen"
+    out = Recorder({"step 1: started": marker, "line 29": all_out})
     err = io.StringIO()
     log = tmp_path / "logs" / "run-helmfile.log"
-    argv = [*python(STREAMED), str(marker)]
+    argv = [*python(STREAMED), str(marker), str(all_out)]
     with pytest.raises(HelmfileError) as failure:
         gateway(argv, tmp_path, error=HelmfileError).stream(log, out, err)
     assert out.getvalue().splitlines()[:2] == ["step 1: started", "marker seen"]
