@@ -187,6 +187,24 @@ def test_a_gateway_inside_a_stopped_tool_stops_its_own_tools_first(tree: tuple[l
     assert [name for name, pid in found.items() if alive(pid)] == [], stderr
 
 
+def test_a_signal_while_the_gateway_holds_its_registry_lock_still_stops_and_exits(tmp_path: Path) -> None:
+    """A second SIGTERM a microsecond after the first (an outer gateway's interrupt, then its stop)
+    can run the handler while the main thread is inside the registry of running commands. That
+    deadlocked once and left the tools running; the handler must still finish and exit."""
+    code = textwrap.dedent(
+        """
+        import os, signal
+        from astrago_deploy.core import command
+        with command.stop_commands_on_signals():
+            with command._LIVE._lock:  # as inside `track`, when the signal lands
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.sigtimedwait([], 0)  # give the handler its bytecode boundary
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+
+
 # --- bad binaries and output -----------------------------------------------------------------
 
 

@@ -388,8 +388,13 @@ class _LiveGroups:
     """Every command running in this process, so a signal can stop them all (any thread's)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a second signal can run its handler inside the first one's, or inside
+        # `track` in the main thread, while this lock is held there (a plain Lock deadlocked the
+        # handler and left the tool's group running: two SIGTERMs a microsecond apart, as an
+        # outer gateway's interrupt and stop send them).
+        self._lock = threading.RLock()
         self._running: set[_Running] = set()
+        self.handling_signal = False
         # How deep `stop_commands_on_signals` is nested (main thread only).
         self.handlers_depth = 0
 
@@ -415,7 +420,13 @@ _LIVE = _LiveGroups()
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    _LIVE.interrupt_all()
+    if _LIVE.handling_signal:
+        return  # the handler this one interrupted stops the groups and raises
+    _LIVE.handling_signal = True
+    try:
+        _LIVE.interrupt_all()
+    finally:
+        _LIVE.handling_signal = False
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise SystemExit(128 + signum)
