@@ -219,7 +219,7 @@ def test_sync_of_named_charts_only_touches_those(project: RepoLayout, mirror: Pa
     assert results(done) == [("harbor", "1.14.2", "vendored")]
     assert [p.name for p in project.external_dir.iterdir()] == ["harbor-1.14.2"]
 
-    with pytest.raises(InputError, match=r"not in versions\.lock: nope, other \(add with `inv charts\.add`\)"):
+    with pytest.raises(InputError, match=r"not in versions\.lock: nope, other \(add with `inv charts\.add NAME --repo URL --version V`\)$"):
         ChartVendor(project, fast_fetcher(mirror)).sync(["nope", "harbor", "other"])
 
 
@@ -367,7 +367,7 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
             "(a hand edit of a vendored chart, or a stale lock)",
         )
     ]
-    assert problems[0].fix.startswith("run `inv charts.sync harbor`")
+    assert problems[0].fix.startswith("run `inv charts.sync --name harbor`")
     failed = inv(synced_project.root, "charts.verify")
     assert failed.returncode == 1
     assert f"{format_diagnostic(problems[0])}\n" in failed.stdout
@@ -408,7 +408,7 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
             "gpu-operator",
             "error",
             "charts/external/gpu-operator-v25.3.4 is missing",
-            "run `inv charts.sync gpu-operator`",
+            "run `inv charts.sync --name gpu-operator`",
         ),
         Diagnostic(
             "charts/external/nginx-1.0.0",
@@ -416,7 +416,7 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
             "",
             "error",
             "a vendored folder that is not in the lock",
-            "delete the folder, or lock the chart with `inv charts.add`",
+            "delete the folder, or lock the chart with `inv charts.add NAME --repo URL --version V`",
         ),
     ]
 
