@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -871,6 +872,19 @@ def test_a_second_run_fails_cleanly_while_the_first_holds_the_lock(
     assert [r.action for r in ChartVendor(project, fast_fetcher(mirror)).sync()] == ["vendored"] * 3
 
 
+def wait_until_blocked_on_a_file_lock(thread: threading.Thread) -> None:
+    """Return once `thread` is inside filelock's acquire: the state is observed, not waited out
+    (pytest-timeout bounds a thread that never gets there)."""
+    while True:
+        frame = sys._current_frames().get(thread.ident or 0)
+        while frame is not None:
+            if frame.f_code.co_name == "acquire" and f"{os.sep}filelock{os.sep}" in frame.f_code.co_filename:
+                return
+            frame = frame.f_back
+        assert thread.is_alive(), "the second run ended without waiting for the lock"
+        time.sleep(0.01)
+
+
 def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> None:
     progress = Recorder()
     second = ChartVendor(project, fast_fetcher(mirror), progress)
@@ -881,13 +895,15 @@ def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> 
     with held:
         worker = threading.Thread(target=lambda: outcome.append(second.sync()))
         worker.start()
-        time.sleep(0.3)  # give it every chance to (wrongly) start
+        wait_until_blocked_on_a_file_lock(worker)
         assert progress.events == []
         assert outcome == []
         assert list(project.external_dir.iterdir()) == []
+        progress.events.append("released")
     worker.join(timeout=60)
 
-    assert progress.events == ["begin 3"]
+    # The second run began only after the first let go, whatever the threads' timing.
+    assert progress.events == ["released", "begin 3"]
     assert len(outcome) == 1
     assert [r.action for r in outcome[0]] == ["vendored"] * 3  # type: ignore[attr-defined]
 
