@@ -78,6 +78,13 @@ def test_charts_sync_shows_no_progress_time_longer_than_the_run(project: RepoLay
     assert len(progress_seconds(done.stderr)) == 9  # downloading, extracting, verified for 3 charts
 
 
+def test_render_shows_no_time_longer_than_the_run(synced_project: RepoLayout, mirror: Path) -> None:
+    done, wall = inv(synced_project.root, mirror, "render", "--env", "dev", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    [seconds] = [float(m.group(1)) for m in re.finditer(r"rendered in (\d+\.\d)s", done.stdout)]
+    assert seconds <= wall + 0.05, f"the run took {wall:.2f}s"
+
+
 def test_a_step_without_begin_is_timed_from_the_display_start() -> None:
     stream = io.StringIO()
     started = time.monotonic()
