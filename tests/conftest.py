@@ -2,6 +2,11 @@
 
 Tests run the real pinned tools from the checkout's `.tools/bin` (installed by
 scripts/bootstrap) and real git; nothing of ours is mocked.
+
+Every test has a deadline (pytest-timeout, `timeout` in pyproject.toml; a longer one with
+`@pytest.mark.timeout(SECONDS)`), so a wait for a state that never comes fails that test instead
+of hanging the run: a test waits for what it proves (a file, a thread blocked on a lock), never a
+fixed time, and never asserts how fast something was (benchmarks/ measure that).
 """
 
 from __future__ import annotations

@@ -121,11 +121,10 @@ def test_an_exhausted_rate_limit_waits_for_its_reset(api: Api) -> None:
 
 def test_a_rate_limit_beyond_the_bound_fails_at_once_saying_when(api: Api) -> None:
     api.replies = [(403, LIMITED, {"Retry-After": "3600"})]
-    started = time.monotonic()
+    # One call and the "try again after" error: it did not wait (pytest-timeout ends a run that does).
     with pytest.raises(AstragoError, match=r"rate limited \(HTTP 403\); try again after \d\d:\d\d:\d\d UTC$"):
         client(api).open_pull_request("acme", "astrago", "chart/x-2", "main", "t", "b", [])
     assert len(api.calls) == 1
-    assert time.monotonic() - started < 60
 
 
 def test_a_429_with_retry_after_is_honoured_by_the_transport(api: Api) -> None:

@@ -190,20 +190,17 @@ def drip(handler: http.server.BaseHTTPRequestHandler, n: int) -> None:
 
 def test_a_slow_drip_hits_the_total_deadline(site: Site, tmp_path: Path) -> None:
     site.reply = drip
-    started = time.monotonic()
+    # The deadline's own error (not the end of the 100000-byte body) says it stopped early.
     with pytest.raises(FetchError, match=r"not complete after the deadline of 1 s \(\d+ bytes received\)"):
         fetcher(timeout=5.0).download_to(f"{site.url}/slow.tgz", tmp_path / "slow.tgz", deadline=1.0)
-    assert time.monotonic() - started < 30  # loose: it stopped, not after 100000 * 0.05 s
     assert len(site.requests) == 1  # a deadline is not retried
     assert leftovers(tmp_path) == []
 
 
 def test_a_slow_drip_of_a_small_file_hits_the_deadline_too(site: Site) -> None:
     site.reply = drip
-    started = time.monotonic()
     with pytest.raises(FetchError, match=r"/index\.yaml: not complete after the deadline of 1 s \(\d+ bytes read\)$"):
         fetcher(timeout=5.0, deadline=1.0).get(f"{site.url}/index.yaml")
-    assert time.monotonic() - started < 30
     assert len(site.requests) == 1
 
 

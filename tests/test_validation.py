@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -334,12 +333,10 @@ def test_supported_versions_are_major_minor() -> None:
 
 
 def test_every_rendered_environment_validates_without_errors(rendered_template: RepoLayout) -> None:
-    started = time.monotonic()
+    # How long this takes is measured by benchmarks/bench_render.py, never asserted here.
     findings = validation.validate_rendered(rendered_template, ENVS)
-    seconds = time.monotonic() - started
     assert [format_diagnostic(f) for f in findings if f.is_error] == []
     assert [format_diagnostic(f) for f in findings] == []  # every custom resource has its CRD, too
-    assert seconds < 10
     # Nothing named means every environment.
     assert validation.validate_rendered(rendered_template, []) == []
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -219,7 +220,7 @@ def test_sync_of_named_charts_only_touches_those(project: RepoLayout, mirror: Pa
     assert results(done) == [("harbor", "1.14.2", "vendored")]
     assert [p.name for p in project.external_dir.iterdir()] == ["harbor-1.14.2"]
 
-    with pytest.raises(InputError, match=r"not in versions\.lock: nope, other \(add with `inv charts\.add`\)"):
+    with pytest.raises(InputError, match=r"not in versions\.lock: nope, other \(add with `inv charts\.add NAME --repo URL --version V`\)$"):
         ChartVendor(project, fast_fetcher(mirror)).sync(["nope", "harbor", "other"])
 
 
@@ -367,7 +368,7 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
             "(a hand edit of a vendored chart, or a stale lock)",
         )
     ]
-    assert problems[0].fix.startswith("run `inv charts.sync harbor`")
+    assert problems[0].fix.startswith("run `inv charts.sync --name harbor`")
     failed = inv(synced_project.root, "charts.verify")
     assert failed.returncode == 1
     assert f"{format_diagnostic(problems[0])}\n" in failed.stdout
@@ -408,7 +409,7 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
             "gpu-operator",
             "error",
             "charts/external/gpu-operator-v25.3.4 is missing",
-            "run `inv charts.sync gpu-operator`",
+            "run `inv charts.sync --name gpu-operator`",
         ),
         Diagnostic(
             "charts/external/nginx-1.0.0",
@@ -416,7 +417,7 @@ def test_verify_reports_missing_and_extra_folders(synced_project: RepoLayout) ->
             "",
             "error",
             "a vendored folder that is not in the lock",
-            "delete the folder, or lock the chart with `inv charts.add`",
+            "delete the folder, or lock the chart with `inv charts.add NAME --repo URL --version V`",
         ),
     ]
 
@@ -871,6 +872,19 @@ def test_a_second_run_fails_cleanly_while_the_first_holds_the_lock(
     assert [r.action for r in ChartVendor(project, fast_fetcher(mirror)).sync()] == ["vendored"] * 3
 
 
+def wait_until_blocked_on_a_file_lock(thread: threading.Thread) -> None:
+    """Return once `thread` is inside filelock's acquire: the state is observed, not waited out
+    (pytest-timeout bounds a thread that never gets there)."""
+    while True:
+        frame = sys._current_frames().get(thread.ident or 0)
+        while frame is not None:
+            if frame.f_code.co_name == "acquire" and f"{os.sep}filelock{os.sep}" in frame.f_code.co_filename:
+                return
+            frame = frame.f_back
+        assert thread.is_alive(), "the second run ended without waiting for the lock"
+        time.sleep(0.01)
+
+
 def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> None:
     progress = Recorder()
     second = ChartVendor(project, fast_fetcher(mirror), progress)
@@ -881,13 +895,15 @@ def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> 
     with held:
         worker = threading.Thread(target=lambda: outcome.append(second.sync()))
         worker.start()
-        time.sleep(0.3)  # give it every chance to (wrongly) start
+        wait_until_blocked_on_a_file_lock(worker)
         assert progress.events == []
         assert outcome == []
         assert list(project.external_dir.iterdir()) == []
+        progress.events.append("released")
     worker.join(timeout=60)
 
-    assert progress.events == ["begin 3"]
+    # The second run began only after the first let go, whatever the threads' timing.
+    assert progress.events == ["released", "begin 3"]
     assert len(outcome) == 1
     assert [r.action for r in outcome[0]] == ["vendored"] * 3  # type: ignore[attr-defined]
 

@@ -212,7 +212,10 @@ class ChartVendor:
             return lock.charts()
         unknown = [n for n in names if not lock.has(n)]
         if unknown:
-            raise InputError(f"not in {self.layout.lock_file.name}: {', '.join(unknown)} (add with `inv charts.add`)")
+            raise InputError(
+                f"not in {self.layout.lock_file.name}: {', '.join(unknown)} "
+                "(add with `inv charts.add NAME --repo URL --version V`)"
+            )
         return [lock.get(n) for n in names]
 
     def _prune_other_versions(self, lock: VersionsLock, chart: LockedChart) -> list[SyncResult]:
@@ -288,13 +291,13 @@ class ChartVendor:
                         line,
                         chart.name,
                         f"lock entry for {chart.version} is incomplete (no url/digest/tree)",
-                        f"run `inv charts.sync {chart.name}` to resolve and pin it",
+                        f"run `inv charts.sync --name {chart.name}` to resolve and pin it",
                     )
                 )
             if not folder.is_dir():
                 problems.append(
                     diagnostics.error(
-                        lock_shown, line, chart.name, f"{rel} is missing", f"run `inv charts.sync {chart.name}`"
+                        lock_shown, line, chart.name, f"{rel} is missing", f"run `inv charts.sync --name {chart.name}`"
                     )
                 )
                 continue
@@ -306,7 +309,7 @@ class ChartVendor:
                         chart.name,
                         f"{rel} differs from the lock's content digest "
                         "(a hand edit of a vendored chart, or a stale lock)",
-                        f"run `inv charts.sync {chart.name}` to restore upstream content; customize through "
+                        f"run `inv charts.sync --name {chart.name}` to restore upstream content; customize through "
                         "environments/*/releases values or patches/, never in charts/external",
                     )
                 )
@@ -319,7 +322,7 @@ class ChartVendor:
                             None,
                             "",
                             "a vendored folder that is not in the lock",
-                            "delete the folder, or lock the chart with `inv charts.add`",
+                            "delete the folder, or lock the chart with `inv charts.add NAME --repo URL --version V`",
                         )
                     )
         problems.extend(self._release_problems(lock))
@@ -335,7 +338,9 @@ class ChartVendor:
             reason = (exc.stderr.strip().splitlines() or [f"exit {exc.returncode}"])[-1]
             reason = reason.rpartition("error calling required: ")[2]
             shown = shown_path(self.layout.helmfile, self.layout.root)
-            fix = "lock the chart with `inv charts.add`, or fix the tier file helmfile names"
+            fix = (
+                "lock the chart with `inv charts.add NAME --repo URL --version V`, or fix the tier file helmfile names"
+            )
             return [diagnostics.error(shown, None, "releases", f"helmfile cannot list the releases: {reason}", fix)]
         for release in declared:
             tier = shown_path(release.tier_file, self.layout.root)

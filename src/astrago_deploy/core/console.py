@@ -1,5 +1,10 @@
 """Progress of long runs: the events (`Progress`, silent by default) and their display
-(`ConsoleProgress`: a rich progress bar on a terminal, plain lines otherwise)."""
+(`ConsoleProgress`: a rich progress bar on a terminal, plain lines otherwise).
+
+A plain line carries the seconds since the display started, so its clock runs from the moment
+the display exists: events may arrive without a `begin` (`charts.add` stages one chart
+directly), and a time must never be measured from an unset start.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ class ConsoleProgress(Progress):
         self._bar: rich.progress.Progress | None = None
         self._task: TaskID | None = None
         self._lock = threading.Lock()
-        self._started = 0.0
+        self._started = time.monotonic()
 
     def begin(self, total: int, title: str) -> None:
         self._started = time.monotonic()
