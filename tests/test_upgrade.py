@@ -284,6 +284,49 @@ def test_gpu_minor_markdown_report_fits_a_pull_request_body(gpu_minor: CliUpgrad
         assert f"- {line}" in markdown
 
 
+def test_gpu_minor_report_lists_images_once_and_counts_version_label_changes_apart(gpu_minor: CliUpgrade) -> None:
+    report = gpu_minor.report()
+    markdown = gpu_minor.show(f"{gpu_minor.stem}.md")
+    layout = gpu_minor.layout
+    envs = [e.name for e in environments.discover(layout)]
+    registries = {
+        e.name: str(reg)
+        for e in environments.discover(layout)
+        if (reg := environments.setting(layout, e, "offline.registry"))
+    }
+    assert registries  # stage and the sample site pull through their site registry
+    # One image list for every environment: the site-registry ones see the same changes rewritten.
+    [group] = report["image_groups"]
+    assert sorted(group["envs"]) == sorted(envs)
+    assert group["through_registry"] == registries
+    images = markdown.split("## Images")[1].split("## Resources")[0]
+    assert images.count("retagged `nvcr.io/nvidia/gpu-operator:v25.3.4` -> `nvcr.io/nvidia/gpu-operator:v25.10.1`") == 1
+    assert not any(registry in line for registry in registries.values() for line in images.splitlines()[3:])
+    # Resources whose only change is helm.sh/chart and app.kubernetes.io/version, counted apart.
+    labels_only = {env: report["resources"][env]["version_labels_only"] for env in envs}
+    assert len(set(map(tuple, labels_only.values()))) == 1
+    counted = labels_only[envs[0]]
+    assert "ClusterRoleBinding//gpu-operator" in counted
+    assert not set(counted) & set(report["resources"][envs[0]]["changed"])
+    assert f"; {len(counted)} resources: version labels only" in markdown
+    [resources_line] = [line for line in markdown.splitlines() if "resources: version labels only" in line]
+    assert resources_line.startswith(f"- **{', '.join(envs)}**: ")
+    diffs = markdown.split("## Rendered diffs")[1]
+    assert "ClusterRoleBinding//gpu-operator\n" not in diffs
+    # The full diff keeps them, and shows that only those labels changed.
+    full_diff = Path(re.search(r"full diff: (\S+)", gpu_minor.proc.stdout).group(1)).read_text()  # type: ignore[union-attr]
+    section = full_diff.split(f"### {envs[0]} changed gpu-operator: ClusterRoleBinding//gpu-operator\n")[1]
+    section = section.split("\n### ")[0]
+    changed = [line for line in section.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed
+    assert all("helm.sh/chart:" in line or "app.kubernetes.io/version:" in line for line in changed)
+    # The changelog links the chart's own releases only.
+    assert [e["links"] for e in report["changelog"]] == [
+        ["https://github.com/NVIDIA/gpu-operator/releases/tag/v25.10.1"],
+        ["https://github.com/NVIDIA/gpu-operator/releases/tag/v25.10.0"],
+    ]
+
+
 # --- 2. gpu-operator to the newest version (in-process) -------------------------------------------
 
 
