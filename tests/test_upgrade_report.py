@@ -162,6 +162,27 @@ def test_an_image_change_beside_the_labels_is_a_real_change(tmp_path: Path) -> N
     assert "Deployment/demo/demo" not in [c.resource for c in labels_only.changes]
 
 
+def test_the_older_chart_label_counts_only_when_it_names_a_chart_version(tmp_path: Path) -> None:
+    def write(folder: Path, chart_label: str, team: str) -> Path:
+        docs = [
+            config_map("legacy", "x") | {"metadata": {"name": "legacy", "labels": {"chart": chart_label}}},
+            config_map("team", "x") | {"metadata": {"name": "team", "labels": {"chart": team}}},
+        ]
+        folder.mkdir(parents=True)
+        (folder / "demo.yaml").write_text(yaml.safe_dump_all(docs))
+        return folder
+
+    # kube-prometheus-stack labels everything `chart: kube-prometheus-stack-<version>`.
+    before = write(tmp_path / "before", "kube-prometheus-stack-58.0.1", "payments")
+    after = write(tmp_path / "after", "kube-prometheus-stack-69.8.2", "billing")
+    diff = diff_folders("dev", before, after)
+
+    real, labels_only = split_version_label_changes(diff, load_render(before), load_render(after))
+
+    assert [c.resource for c in labels_only.changes] == ["ConfigMap//legacy"]
+    assert [c.resource for c in real.changes] == ["ConfigMap//team"]
+
+
 # --- the report -------------------------------------------------------------------------------
 
 

@@ -339,8 +339,17 @@ def group_images(images: dict[str, dict[str, Any]], offline_registries: dict[str
 
 # Labels every chart bump changes on every resource it renders (and on the selectors and pod
 # templates that repeat them): a resource whose only change is these says nothing about the bump.
-VERSION_LABELS = frozenset({"helm.sh/chart", "app.kubernetes.io/version"})
+# `chart: NAME-VERSION` is Helm's older spelling of helm.sh/chart, still on every resource of
+# kube-prometheus-stack; a `chart` label holding anything else is not discounted.
+VERSION_LABELS = ("helm.sh/chart", "app.kubernetes.io/version", "chart")
 _LABEL_MAPS = frozenset({"labels", "matchLabels", "selector"})
+_NAME_VERSION = re.compile(r"[A-Za-z0-9._-]+-v?\d+\.\d+\.\d+\S*")
+
+
+def _is_version_label(name: Any, value: Any) -> bool:
+    if name == "chart":
+        return isinstance(value, str) and _NAME_VERSION.fullmatch(value) is not None
+    return name in VERSION_LABELS
 
 
 def without_version_labels(node: Any, key: str = "") -> Any:
@@ -349,7 +358,7 @@ def without_version_labels(node: Any, key: str = "") -> Any:
         return {
             k: without_version_labels(v, str(k))
             for k, v in node.items()
-            if not (key in _LABEL_MAPS and k in VERSION_LABELS)
+            if not (key in _LABEL_MAPS and _is_version_label(k, v))
         }
     if isinstance(node, list):
         return [without_version_labels(item) for item in node]
@@ -799,7 +808,7 @@ def _md_resources(r: UpgradeReport) -> list[str]:
         c = r.resources[envs[0]].counts()
         line = f"- **{', '.join(envs)}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed"
         if labels_only:
-            line += f"; {len(labels_only)} resources: version labels only ({', '.join(sorted(VERSION_LABELS))})"
+            line += f"; {len(labels_only)} resources: version labels only ({', '.join(VERSION_LABELS)})"
         out.append(line)
         out += [f"  - {change} `{resource}` ({release})" for change, release, resource in changes[:40]]
         if len(changes) > 40:
