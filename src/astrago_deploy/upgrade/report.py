@@ -324,10 +324,10 @@ def group_images(images: dict[str, dict[str, Any]], offline_registries: dict[str
             continue
         for env in list(group.envs):
             registry = offline_registries.get(env)
-            match = next(
-                (u for u in upstream if registry and diff_through_registry(u.changes, registry) == group.changes), None
-            )
-            if match is not None and registry:
+            if registry is None:
+                continue
+            same = (u for u in upstream if diff_through_registry(u.changes, registry) == group.changes)
+            if (match := next(same, None)) is not None:
                 match.through_registry[env] = registry
                 group.envs.remove(env)
         if group.envs:
