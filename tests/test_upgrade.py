@@ -359,6 +359,48 @@ def test_gpu_operator_default_target_is_the_newest_a_major_bump(
     assert lines[0] == "upgrading gpu-operator v25.3.4 -> v26.7.0 on branch chart/gpu-operator-v26.7.0"
 
 
+def test_kube_prometheus_stack_major_upgrade_report_is_grouped_and_links_its_own_release(
+    synced_project: RepoLayout, mirror: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = synced_project.root
+    added = inv(
+        root, "charts.add", "kube-prometheus-stack", "--repo", "https://prometheus-community.github.io/helm-charts",
+        "--version", "58.0.1", "--release", "kps", "--tier", "monitoring", CHARTS_MIRROR=str(mirror),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "add kube-prometheus-stack 58.0.1")
+    set_git_identity(monkeypatch, tmp_path)
+    envs = [e.name for e in environments.discover(synced_project)]
+
+    result = Upgrader(synced_project, Fetcher(mirror=Mirror(str(mirror))), environ={}).run(
+        UpgradeOptions("kube-prometheus-stack", to="69.8.2", open_pr=False)
+    )
+
+    assert result is not None
+    report = result.report
+    assert report.bump == "major"
+    # The chart's own release in its multi-chart repository; not kube-prometheus's tag 69.8.2.
+    assert [e["links"] for e in report.changelog] == [
+        ["https://github.com/prometheus-community/helm-charts/releases/tag/kube-prometheus-stack-69.8.2"]
+    ]
+    markdown = git(root, "show", f"{result.branch}:reports/upgrades/kube-prometheus-stack-58.0.1-to-69.8.2.md")
+    assert "prometheus-operator/kube-prometheus/releases" not in markdown
+    # One image list and one resource list for the environments that change alike.
+    assert [g.names for g in report.image_groups()] == [envs]
+    assert markdown.count("retagged `docker.io/grafana/grafana:10.4.0` -> `docker.io/grafana/grafana:11.5.2`") == 1
+    [(grouped, (changes, labels_only))] = report.resource_groups()
+    assert grouped == envs
+    # Most changed resources changed only their chart/version labels: counted, not listed.
+    assert len(labels_only) > 40
+    assert "ClusterRoleBinding//kps-kube-state-metrics" in labels_only  # helm.sh/chart, app.kubernetes.io/version
+    assert "PrometheusRule/kps/kps-kube-prometheus-stack-general.rules" in labels_only  # chart: NAME-VERSION
+    # ... and its ServiceAccount gained automountServiceAccountToken: a real change.
+    assert ("changed", "kps", "ServiceAccount/kps/kps-kube-state-metrics") in changes
+    assert all(resource not in labels_only for _change, _release, resource in changes)
+    assert f"; {len(labels_only)} resources: version labels only" in markdown
+
+
 # --- 3. csi-driver-nfs: semver order across the v4.10.0 -> 4.11.0 spelling change ----------------
 
 
