@@ -284,6 +284,49 @@ def test_gpu_minor_markdown_report_fits_a_pull_request_body(gpu_minor: CliUpgrad
         assert f"- {line}" in markdown
 
 
+def test_gpu_minor_report_lists_images_once_and_counts_version_label_changes_apart(gpu_minor: CliUpgrade) -> None:
+    report = gpu_minor.report()
+    markdown = gpu_minor.show(f"{gpu_minor.stem}.md")
+    layout = gpu_minor.layout
+    envs = [e.name for e in environments.discover(layout)]
+    registries = {
+        e.name: str(reg)
+        for e in environments.discover(layout)
+        if (reg := environments.setting(layout, e, "offline.registry"))
+    }
+    assert registries  # stage and the sample site pull through their site registry
+    # One image list for every environment: the site-registry ones see the same changes rewritten.
+    [group] = report["image_groups"]
+    assert sorted(group["envs"]) == sorted(envs)
+    assert group["through_registry"] == registries
+    images = markdown.split("## Images")[1].split("## Resources")[0]
+    assert images.count("retagged `nvcr.io/nvidia/gpu-operator:v25.3.4` -> `nvcr.io/nvidia/gpu-operator:v25.10.1`") == 1
+    assert not any(registry in line for registry in registries.values() for line in images.splitlines()[3:])
+    # Resources whose only change is helm.sh/chart and app.kubernetes.io/version, counted apart.
+    labels_only = {env: report["resources"][env]["version_labels_only"] for env in envs}
+    assert len(set(map(tuple, labels_only.values()))) == 1
+    counted = labels_only[envs[0]]
+    assert "ClusterRoleBinding//gpu-operator" in counted
+    assert not set(counted) & set(report["resources"][envs[0]]["changed"])
+    assert f"; {len(counted)} resources: version labels only" in markdown
+    [resources_line] = [line for line in markdown.splitlines() if "resources: version labels only" in line]
+    assert resources_line.startswith(f"- **{', '.join(envs)}**: ")
+    diffs = markdown.split("## Rendered diffs")[1]
+    assert "ClusterRoleBinding//gpu-operator\n" not in diffs
+    # The full diff keeps them, and shows that only those labels changed.
+    full_diff = Path(re.search(r"full diff: (\S+)", gpu_minor.proc.stdout).group(1)).read_text()  # type: ignore[union-attr]
+    section = full_diff.split(f"### {envs[0]} changed gpu-operator: ClusterRoleBinding//gpu-operator\n")[1]
+    section = section.split("\n### ")[0]
+    changed = [line for line in section.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed
+    assert all("helm.sh/chart:" in line or "app.kubernetes.io/version:" in line for line in changed)
+    # The changelog links the chart's own releases only.
+    assert [e["links"] for e in report["changelog"]] == [
+        ["https://github.com/NVIDIA/gpu-operator/releases/tag/v25.10.1"],
+        ["https://github.com/NVIDIA/gpu-operator/releases/tag/v25.10.0"],
+    ]
+
+
 # --- 2. gpu-operator to the newest version (in-process) -------------------------------------------
 
 
@@ -314,6 +357,48 @@ def test_gpu_operator_default_target_is_the_newest_a_major_bump(
     ]  # fmt: skip
     assert_main_unchanged(synced_project, before)
     assert lines[0] == "upgrading gpu-operator v25.3.4 -> v26.7.0 on branch chart/gpu-operator-v26.7.0"
+
+
+def test_kube_prometheus_stack_major_upgrade_report_is_grouped_and_links_its_own_release(
+    synced_project: RepoLayout, mirror: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = synced_project.root
+    added = inv(
+        root, "charts.add", "kube-prometheus-stack", "--repo", "https://prometheus-community.github.io/helm-charts",
+        "--version", "58.0.1", "--release", "kps", "--tier", "monitoring", CHARTS_MIRROR=str(mirror),
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "add kube-prometheus-stack 58.0.1")
+    set_git_identity(monkeypatch, tmp_path)
+    envs = [e.name for e in environments.discover(synced_project)]
+
+    result = Upgrader(synced_project, Fetcher(mirror=Mirror(str(mirror))), environ={}).run(
+        UpgradeOptions("kube-prometheus-stack", to="69.8.2", open_pr=False)
+    )
+
+    assert result is not None
+    report = result.report
+    assert report.bump == "major"
+    # The chart's own release in its multi-chart repository; not kube-prometheus's tag 69.8.2.
+    assert [e["links"] for e in report.changelog] == [
+        ["https://github.com/prometheus-community/helm-charts/releases/tag/kube-prometheus-stack-69.8.2"]
+    ]
+    markdown = git(root, "show", f"{result.branch}:reports/upgrades/kube-prometheus-stack-58.0.1-to-69.8.2.md")
+    assert "prometheus-operator/kube-prometheus/releases" not in markdown
+    # One image list and one resource list for the environments that change alike.
+    assert [g.names for g in report.image_groups()] == [envs]
+    assert markdown.count("retagged `docker.io/grafana/grafana:10.4.0` -> `docker.io/grafana/grafana:11.5.2`") == 1
+    [(grouped, (changes, labels_only))] = report.resource_groups()
+    assert grouped == envs
+    # Most changed resources changed only their chart/version labels: counted, not listed.
+    assert len(labels_only) > 40
+    assert "ClusterRoleBinding//kps-kube-state-metrics" in labels_only  # helm.sh/chart, app.kubernetes.io/version
+    assert "PrometheusRule/kps/kps-kube-prometheus-stack-general.rules" in labels_only  # chart: NAME-VERSION
+    # ... and its ServiceAccount gained automountServiceAccountToken: a real change.
+    assert ("changed", "kps", "ServiceAccount/kps/kps-kube-state-metrics") in changes
+    assert all(resource not in labels_only for _change, _release, resource in changes)
+    assert f"; {len(labels_only)} resources: version labels only" in markdown
 
 
 # --- 3. csi-driver-nfs: semver order across the v4.10.0 -> 4.11.0 spelling change ----------------

@@ -15,7 +15,7 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import LockedChart
 from astrago_deploy.patches import check as patch_check
-from astrago_deploy.render.diff import diff_folders
+from astrago_deploy.render.diff import EnvironmentDiff, diff_folders, load_render
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.upgrade import report as upgrade_report
@@ -87,6 +87,7 @@ def build_report(
     for release in plan.releases:
         old_crds |= upgrade_report.crds_of_render(before / envs[0].name, release)
         new_crds |= upgrade_report.crds_of_render(after / envs[0].name, release)
+    resources = {e.name: resource_changes(e.name, before / e.name, after / e.name) for e in envs}
     old_meta = chart_meta(old_dir)
     new_meta = chart_meta(new_dir)
     return upgrade_report.UpgradeReport(
@@ -106,7 +107,8 @@ def build_report(
             )
             for e in envs
         },
-        resources={e.name: diff_folders(e.name, before / e.name, after / e.name) for e in envs},
+        resources={env: real for env, (real, _) in resources.items()},
+        version_labels_only={env: labels_only for env, (_, labels_only) in resources.items()},
         patches=patches,
         changelog=upgrade_report.changelog(plan.versions, chart.version, plan.target),
         render_notes=notes,
@@ -115,6 +117,14 @@ def build_report(
             e.name: str(reg) for e in envs if (reg := environments.setting(tree, e, "offline.registry"))
         },
     )
+
+
+def resource_changes(env: str, before: Path, after: Path) -> tuple[EnvironmentDiff, EnvironmentDiff]:
+    """The rendered changes of one environment: the real ones, and those of version labels only."""
+    diff = diff_folders(env, before, after)
+    if not any(c.change == "changed" for c in diff.changes):
+        return diff, EnvironmentDiff(env)
+    return upgrade_report.split_version_label_changes(diff, load_render(before), load_render(after))
 
 
 def chart_meta(chart_dir: Path) -> dict[str, object]:

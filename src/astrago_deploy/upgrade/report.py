@@ -13,18 +13,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import FileAccessError
-from astrago_deploy.render.diff import EnvironmentDiff
-from astrago_deploy.render.manifests import crd_files, images, read_documents
+from astrago_deploy.render.diff import REDACTED, EnvironmentDiff
+from astrago_deploy.render.manifests import crd_files, images, read_documents, scrub_secret
 
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
 _MISSING = object()
+T = TypeVar("T")
 
 
 # --- values ------------------------------------------------------------------------------
@@ -271,6 +272,150 @@ def diff_images(before: set[str], after: set[str]) -> dict[str, Any]:
     }
 
 
+def through_registry(image: str, registry: str) -> str:
+    """`image` as an environment with `offline.registry` pulls it: the registry host replaced by
+    `registry`, the path kept (the rule helmfile/values/offline-images.yaml.gotmpl applies)."""
+    return f"{registry}/{re.sub(r'^([^/]*[.:][^/]*|localhost)/', '', image)}"
+
+
+def diff_through_registry(diff: dict[str, Any], registry: str) -> dict[str, Any]:
+    """An image diff as an environment pulling through `registry` would see it."""
+
+    def moved(image: str) -> str:
+        return through_registry(image, registry)
+
+    return {
+        "added": sorted(moved(i) for i in diff["added"]),
+        "removed": sorted(moved(i) for i in diff["removed"]),
+        "retagged": {
+            moved(repo): {"old": moved(pair["old"]), "new": moved(pair["new"])}
+            for repo, pair in sorted(diff["retagged"].items())
+        },
+    }
+
+
+@dataclass
+class ImageGroup:
+    """Environments whose image changes are the same: `envs` exactly these, and the
+    environments in `through_registry` these pulled through their `offline.registry`."""
+
+    envs: list[str]
+    changes: dict[str, Any]
+    through_registry: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.envs, *self.through_registry]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"envs": self.names, "through_registry": self.through_registry, **self.changes}
+
+
+def group_images(images: dict[str, dict[str, Any]], offline_registries: dict[str, str]) -> list[ImageGroup]:
+    """Environments grouped by identical image changes, so a list repeated for each of them is
+    shown once. An environment that pulls through a site registry joins the group whose changes,
+    rewritten to its registry, are exactly its own."""
+    groups = [ImageGroup(envs, changes) for envs, changes in group_equal(images)]
+    upstream = [g for g in groups if not any(env in offline_registries for env in g.envs)]
+    kept = []
+    for group in groups:
+        if group in upstream:
+            kept.append(group)
+            continue
+        for env in list(group.envs):
+            registry = offline_registries.get(env)
+            if registry is None:
+                continue
+            same = (u for u in upstream if diff_through_registry(u.changes, registry) == group.changes)
+            if (match := next(same, None)) is not None:
+                match.through_registry[env] = registry
+                group.envs.remove(env)
+        if group.envs:
+            kept.append(group)
+    return kept
+
+
+# --- resources ---------------------------------------------------------------------------
+
+# Labels every chart bump changes on every resource it renders (and on the selectors and pod
+# templates that repeat them): a resource whose only change is these says nothing about the bump.
+# `chart: NAME-VERSION` is Helm's older spelling of helm.sh/chart, still on every resource of
+# kube-prometheus-stack; a `chart` label holding anything else is not discounted.
+VERSION_LABELS = ("helm.sh/chart", "app.kubernetes.io/version", "chart")
+_LABEL_MAPS = frozenset({"labels", "matchLabels", "selector"})
+_NAME_VERSION = re.compile(r"[A-Za-z0-9._-]+-v?\d+\.\d+\.\d+\S*")
+
+
+def _is_version_label(name: Any, value: Any) -> bool:
+    if name == "chart":
+        return isinstance(value, str) and _NAME_VERSION.fullmatch(value) is not None
+    return name in VERSION_LABELS
+
+
+def without_version_labels(node: Any, key: str = "") -> Any:
+    """`node` with the version labels dropped from every label map and selector in it."""
+    if isinstance(node, dict):
+        return {
+            k: without_version_labels(v, str(k))
+            for k, v in node.items()
+            if not (key in _LABEL_MAPS and _is_version_label(k, v))
+        }
+    if isinstance(node, list):
+        return [without_version_labels(item) for item in node]
+    return node
+
+
+def split_version_label_changes(
+    diff: EnvironmentDiff, old: dict[str, tuple[str, dict[str, Any]]], new: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[EnvironmentDiff, EnvironmentDiff]:
+    """`diff` split into real changes and changes of version labels only.
+
+    `old` and `new` are the renders `diff` was made from (`release:resource` -> (release,
+    document)); Secrets are compared scrubbed, as the diff shows them.
+    """
+    real, labels_only = EnvironmentDiff(diff.env), EnvironmentDiff(diff.env)
+    for change in diff.changes:
+        key = f"{change.release}:{change.resource}"
+        if change.change == "changed" and key in old and key in new:
+            a = without_version_labels(scrub_secret(old[key][1], REDACTED)[0])
+            b = without_version_labels(scrub_secret(new[key][1], REDACTED)[0])
+            if a == b:
+                labels_only.changes.append(change)
+                continue
+        real.changes.append(change)
+    return real, labels_only
+
+
+def _resource_list(diff: EnvironmentDiff) -> list[tuple[str, str, str]]:
+    return [(c.change, c.release, c.resource) for c in diff.changes]
+
+
+def _diff_body(diff: EnvironmentDiff) -> str:
+    # The `---`/`+++` lines name the environment; the `#` line names the resource already,
+    # and without them environments with the same changes have the same text.
+    return "\n".join(
+        f"# {c.change} {c.release}: {c.resource}\n"
+        + "".join(line for line in c.diff.splitlines(keepends=True) if not line.startswith(("--- a/", "+++ b/")))
+        for c in diff.changes
+    )
+
+
+# --- grouping ----------------------------------------------------------------------------
+
+
+def group_equal(per_env: dict[str, T]) -> list[tuple[list[str], T]]:
+    """Environments with equal values together, groups and names in the environments' order."""
+    groups: list[tuple[list[str], T]] = []
+    for env, value in per_env.items():
+        for names, shared in groups:
+            if shared == value:
+                names.append(env)
+                break
+        else:
+            groups.append(([env], value))
+    return groups
+
+
 # --- changelog ---------------------------------------------------------------------------
 
 
@@ -315,19 +460,35 @@ def changelog(versions: list[ChartVersion], old: str, new: str) -> list[dict[str
 
 
 def release_links(entry: ChartVersion) -> list[str]:
-    links = []
+    """Release notes the chart's own metadata names for this very version, or none.
+
+    A guessed tag on a listed source is wrong more often than not: kube-prometheus-stack lists
+    the kube-prometheus project, whose tag `61.9.0` is another project's release, and harbor's
+    project tags its own versions (v2.x), not the chart's. So a link comes only from
+    - an `artifacthub.io/links` entry named as release notes or a changelog;
+    - the GitHub release the chart archive itself is attached to (in a multi-chart repository
+      that is the chart's `<chart>-<version>` tag, e.g. prometheus-community/helm-charts);
+    - the chart's own GitHub repository (named like the chart) when the chart is versioned
+      with its application (version == appVersion), so the tag names this chart version.
+    """
+    links: list[str] = []
     raw = entry.annotations.get("artifacthub.io/links", "")
     try:
         parsed = yaml.load(raw, f"{entry.name} {entry.version} artifacthub.io/links") if raw else []
     except yaml.YamlError:
-        parsed = []  # the source links below still apply
+        parsed = []  # the links below still apply
     for item in parsed if isinstance(parsed, list) else []:
         if isinstance(item, dict) and re.search(r"release|change", str(item.get("name", "")), re.IGNORECASE):
             links.append(str(item.get("url")))
-    for source in entry.raw.get("sources") or []:
-        if m := re.match(r"https://github\.com/[^/]+/[^/]+?(?:\.git)?/?$", str(source)):
-            links.append(f"{m.group(0).rstrip('/').removesuffix('.git')}/releases/tag/{entry.version}")
-    return links
+    for url in entry.urls:
+        if m := re.match(r"(https://github\.com/[^/]+/[^/]+)/releases/download/([^/]+)/[^/]+$", url):
+            links.append(f"{m.group(1)}/releases/tag/{m.group(2)}")
+    if entry.version == entry.app_version:
+        for source in entry.raw.get("sources") or []:
+            m = re.match(r"(https://github\.com/[^/]+/([^/]+?))(?:\.git)?/?$", str(source))
+            if m and m.group(2).lower() == entry.name.lower():
+                links.append(f"{m.group(1)}/releases/tag/{entry.version}")
+    return list(dict.fromkeys(links))
 
 
 # --- the report --------------------------------------------------------------------------
@@ -345,7 +506,7 @@ class UpgradeReport:
     overrides: list[AffectedOverride]
     crds: dict[str, Any]
     images: dict[str, dict[str, Any]]  # env -> diff
-    resources: dict[str, EnvironmentDiff]
+    resources: dict[str, EnvironmentDiff]  # env -> real changes (version-label-only ones apart)
     patches: list[dict[str, Any]]
     changelog: list[dict[str, Any]]
     render_notes: list[str] = field(default_factory=list)
@@ -356,6 +517,8 @@ class UpgradeReport:
     unreadable_overrides: list[Diagnostic] = field(default_factory=list)
     # env -> offline.registry, for environments that pull through a site registry
     offline_registries: dict[str, str] = field(default_factory=dict)
+    # env -> resources whose only change is the chart's version labels (counted, not shown)
+    version_labels_only: dict[str, EnvironmentDiff] = field(default_factory=dict)
 
     @property
     def bump(self) -> str:
@@ -451,19 +614,35 @@ class UpgradeReport:
             "overrides_unreadable": [d.as_json() for d in self.unreadable_overrides],
             "crds": self.crds,
             "images": self.images,
+            "image_groups": [g.as_json() for g in self.image_groups()],
             "mirror_images": self.mirror_list(),
-            "resources": {
-                env: {
-                    "added": [c.resource for c in d.changes if c.change == "added"],
-                    "removed": [c.resource for c in d.changes if c.change == "removed"],
-                    "changed": [c.resource for c in d.changes if c.change == "changed"],
-                }
-                for env, d in self.resources.items()
-            },
+            "resources": {env: self._resources_json(env) for env in self.resources},
+            "resource_groups": [{"envs": envs, **self._resources_json(envs[0])} for envs, _ in self.resource_groups()],
             "patches": self.patches,
             "changelog": self.changelog,
             "render_notes": self.render_notes,
             "unreadable": [d.as_json() for d in self.unreadable],
+        }
+
+    def image_groups(self) -> list[ImageGroup]:
+        return group_images(self.images, self.offline_registries)
+
+    def resource_groups(self) -> list[tuple[list[str], tuple[list[tuple[str, str, str]], list[str]]]]:
+        """Environments with the same resources changed (and the same version-label-only ones)."""
+        lists = {env: (_resource_list(diff), self._labels_only(env)) for env, diff in self.resources.items()}
+        return group_equal(lists)
+
+    def _labels_only(self, env: str) -> list[str]:
+        diff = self.version_labels_only.get(env)
+        return [c.resource for c in diff.changes] if diff else []
+
+    def _resources_json(self, env: str) -> dict[str, list[str]]:
+        changes = self.resources[env].changes
+        return {
+            "added": [c.resource for c in changes if c.change == "added"],
+            "removed": [c.resource for c in changes if c.change == "removed"],
+            "changed": [c.resource for c in changes if c.change == "changed"],
+            "version_labels_only": self._labels_only(env),
         }
 
     def mirror_list(self) -> list[str]:
@@ -476,9 +655,11 @@ class UpgradeReport:
         return sorted({image for env in upstream for image in _new_images(self.images[env])})
 
     def full_diff(self) -> str:
+        """Every change of every environment, version-label-only ones included."""
         parts = []
         for env, diff in self.resources.items():
-            for change in diff.changes:
+            labels_only = self.version_labels_only.get(env, EnvironmentDiff(env)).changes
+            for change in sorted([*diff.changes, *labels_only], key=lambda c: (c.release, c.resource)):
                 parts.append(f"### {env} {change.change} {change.release}: {change.resource}\n{change.diff}")
         return "\n".join(parts)
 
@@ -501,11 +682,11 @@ class UpgradeReport:
         out = ["", "## Rendered diffs", ""]
         used = 0
         omitted = 0
-        for env, diff in self.resources.items():
-            body = "\n".join(f"# {c.change} {c.release}: {c.resource}\n{c.diff}" for c in diff.changes)
+        bodies = {env: (len(diff.changes), _diff_body(diff)) for env, diff in self.resources.items()}
+        for envs, (count, body) in group_equal(bodies):
             if not body:
                 continue
-            summary = f"<details><summary>{env}: {len(diff.changes)} resource(s)</summary>"
+            summary = f"<details><summary>{', '.join(envs)}: {count} resource(s)</summary>"
             section = summary + "\n\n```diff\n{}\n```\n</details>\n"
             room = budget - used - len(section) - 100
             if room <= 200:
@@ -607,9 +788,11 @@ def _md_crds(r: UpgradeReport) -> list[str]:
 
 def _md_images(r: UpgradeReport) -> list[str]:
     out = ["", "## Images", ""]
-    for env, image_diff in r.images.items():
+    for group in r.image_groups():
+        image_diff = group.changes
         if image_diff["added"] or image_diff["removed"] or image_diff["retagged"]:
-            out.append(f"**{env}**")
+            through = [f"{env} (through `{registry}`)" for env, registry in group.through_registry.items()]
+            out.append(f"**{', '.join([*group.envs, *through])}**")
             out += [f"- retagged `{d['old']}` -> `{d['new']}`" for d in image_diff["retagged"].values()]
             out += [f"- added `{i}`" for i in image_diff["added"]]
             out += [f"- removed `{i}`" for i in image_diff["removed"]]
@@ -621,12 +804,15 @@ def _md_images(r: UpgradeReport) -> list[str]:
 
 def _md_resources(r: UpgradeReport) -> list[str]:
     out = ["", "## Resources", ""]
-    for env, diff in r.resources.items():
-        c = diff.counts()
-        out.append(f"- **{env}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed")
-        out += [f"  - {change.change} `{change.resource}` ({change.release})" for change in diff.changes[:40]]
-        if len(diff.changes) > 40:
-            out.append(f"  - ... and {len(diff.changes) - 40} more")
+    for envs, (changes, labels_only) in r.resource_groups():
+        c = r.resources[envs[0]].counts()
+        line = f"- **{', '.join(envs)}**: {c['added']} added, {c['removed']} removed, {c['changed']} changed"
+        if labels_only:
+            line += f"; {len(labels_only)} resources: version labels only ({', '.join(VERSION_LABELS)})"
+        out.append(line)
+        out += [f"  - {change} `{resource}` ({release})" for change, release, resource in changes[:40]]
+        if len(changes) > 40:
+            out.append(f"  - ... and {len(changes) - 40} more")
     return out
 
 
