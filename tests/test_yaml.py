@@ -203,10 +203,6 @@ def test_the_dumper_leaves_unambiguous_values_plain() -> None:
     assert yaml.dump(doc) == "name: web\nimage: nginx:1.27\nreplicas: 3\nratio: 0.5\n'on': true\nnone: null\nu: é\n"
 
 
-def test_scalar_quotes_only_what_needs_it() -> None:
-    assert [yaml.scalar(v) for v in ("kind-dev", "yes", "1e3", "10.0.0.1")] == ["kind-dev", "'yes'", "'1e3'", "10.0.0.1"]
-
-
 @pytest.mark.parametrize("name", ["yes", "on", "1e3", "123", "0o17"])
 def test_a_release_name_yaml_would_misread_is_refused(project: RepoLayout, name: str) -> None:
     with pytest.raises(InputError, match="YAML reads it as a number or boolean"):

@@ -58,7 +58,6 @@ __all__ = [
     "read_all",
     "read_mapping",
     "read_text",
-    "scalar",
 ]
 
 Source = str | Path
@@ -367,11 +366,6 @@ def dump(data: Any, *, sort_keys: bool = False) -> str:
         width=1 << 20,
     )
     return text
-
-
-def scalar(value: str) -> str:
-    """`value` as one YAML scalar for a hand-written template, quoted when it is ambiguous."""
-    return dump(value).removesuffix("\n...\n").rstrip("\n")
 
 
 def dump_all(documents: Iterable[Any], *, sort_keys: bool = False) -> str:
