@@ -84,7 +84,7 @@ def test_settings_checks_release_toggles_and_duplicate_keys(synced_project: Repo
     found = problems(synced_project)
     assert any(p.startswith("environments/customers/sample-site/values.yaml:") and "releases.harbor.replicas: release toggles take only 'enabled'" in p for p in found)
     assert any("releases.nothere: there is no release 'nothere'" in p for p in found)
-    assert any(p.startswith("environments/dev/releases/harbor.yaml:3: not valid YAML: found duplicate key") for p in found)
+    assert any(p.startswith("environments/dev/releases/harbor.yaml:3:1: not valid YAML: found duplicate key") for p in found)
 
 
 def test_plaintext_harbor_admin_password_fails_lint(synced_project: RepoLayout) -> None:

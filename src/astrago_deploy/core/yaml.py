@@ -32,6 +32,8 @@ from typing import Any
 import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError as RuamelConstructorError
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError as RuamelError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
@@ -185,8 +187,24 @@ class _KubeConstructor(pyyaml.constructor.SafeConstructor):
         # `<<` merges only as a key; elsewhere go-yaml reads it as the string.
         return str(self.construct_scalar(node))
 
+    def construct_object(self, node: pyyaml.Node, deep: bool = False) -> Any:
+        # An explicit tag on the wrong kind of node (`!!set [1]`, `!!timestamp x`) makes PyYAML's
+        # own constructors fail with a bare TypeError or AttributeError: report it at the node.
+        try:
+            return super().construct_object(node, deep=deep)
+        except pyyaml.YAMLError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise pyyaml.constructor.ConstructorError(
+                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value ({exc})", node.start_mark
+            ) from exc
+
     def construct_mapping(self, node: pyyaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         # Keys become strings before they meet in a dict: `1:` and `y:` (true) are two keys.
+        if not isinstance(node, pyyaml.MappingNode):  # `!!map [1]`, `!!set [1]`
+            raise pyyaml.constructor.ConstructorError(
+                None, None, f"expected a mapping, but found a {node.id}", node.start_mark
+            )
         self.flatten_mapping(node)
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -236,15 +254,23 @@ else:  # pragma: no cover - PyYAML built without libyaml
 # --- errors -----------------------------------------------------------------------------
 
 
-def _yaml_error(source: Source, exc: Exception) -> YamlError:
-    """A parser's exception (PyYAML's or ruamel's) as a YamlError at its position."""
+def _yaml_error(source: Source, exc: Exception, text: str = "") -> YamlError:
+    """A parser's exception (PyYAML's or ruamel's) as a one-line YamlError at its position.
+
+    Parsers print several lines (a snippet with a caret, ruamel's help links): only the problem
+    and what it was doing are kept. A reader error (a forbidden character) has an offset, not a mark.
+    """
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    reason = getattr(exc, "problem", None) or str(exc)
+    reason = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
     context = getattr(exc, "context", None)
     if context and getattr(exc, "problem", None):
         reason = f"{reason} ({first_line(str(context))})"
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
+    position = getattr(exc, "position", None)
+    if mark is None and isinstance(position, int) and text:
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
     return YamlError(source, line, column, first_line(str(reason)))
 
 
@@ -270,7 +296,7 @@ def load(text: str | bytes, source: Source = "<string>") -> Any:
     try:
         return loader.get_single_data()
     except pyyaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     finally:
         loader.dispose()
 
@@ -285,7 +311,7 @@ def load_all(text: str | bytes, source: Source = "<string>") -> list[Any]:
         while loader.check_data():  # type: ignore[no-untyped-call]
             documents.append(loader.get_data())
     except pyyaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     finally:
         loader.dispose()
     return documents
@@ -395,8 +421,24 @@ class _QuotingRepresenter(RoundTripRepresenter):
 _QuotingRepresenter.add_representer(str, _QuotingRepresenter.represent_str)
 
 
+class _RoundTripConstructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, reporting a value it cannot build at its node (an explicit
+    `!!int x` or `!!set [1]` otherwise escapes as a bare ValueError or TypeError)."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except RuamelError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise RuamelConstructorError(
+                None, None, f"cannot read this {str(node.tag).rsplit(':', 1)[-1]} value ({exc})", node.start_mark
+            ) from exc
+
+
 def _round_trip(kept_plain_keys: frozenset[str] = frozenset()) -> YAML:
     handler = YAML(typ="rt")
+    handler.Constructor = _RoundTripConstructor
     handler.preserve_quotes = True
     handler.indent(mapping=2, sequence=4, offset=2)
     handler.width = 4096
@@ -461,7 +503,7 @@ def parse_for_edit(text: str, source: Source = "<string>", expected: str = "a ma
     try:
         doc = _round_trip().load(text.replace("\r\n", "\n"))
     except RuamelError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):
