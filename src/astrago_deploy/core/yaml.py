@@ -25,7 +25,7 @@ import io
 import math
 import re
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,9 @@ __all__ = [
     "CommentedSeq",
     "EditedFile",
     "YamlError",
+    "YamlNode",
     "ambiguous",
+    "compose_all",
     "dump",
     "dump_all",
     "first_line",
@@ -341,6 +343,63 @@ def read_mapping(path: Path, missing_ok: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
     return data
+
+
+# --- composed nodes: what was written, and where ---------------------------------------
+
+
+@dataclass(eq=False)
+class YamlNode:
+    """A node as written, before values are built: a check that must point at a line (the secret
+    scan) walks these. An alias is the very node its anchor names (so a walk may meet a node
+    twice, or a node inside itself); `tag` is the resolved tag's last part (`str`, `int`, `float`,
+    `bool`, `null`) or an explicit tag as written."""
+
+    kind: str  # "scalar", "mapping" or "sequence"
+    line: int  # 1-based
+    text: str = ""  # a scalar's content
+    tag: str = ""
+    pairs: list[tuple[YamlNode, YamlNode]] = field(default_factory=list)
+    items: list[YamlNode] = field(default_factory=list)
+
+
+def _short_tag(tag: str) -> str:
+    return tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _as_node(node: pyyaml.Node, built: dict[int, YamlNode]) -> YamlNode:
+    done = built.get(id(node))
+    if done is not None:
+        return done
+    line = node.start_mark.line + 1
+    if isinstance(node, pyyaml.ScalarNode):
+        converted = YamlNode("scalar", line, str(node.value), _short_tag(node.tag))
+        built[id(node)] = converted
+        return converted
+    converted = YamlNode("mapping" if isinstance(node, pyyaml.MappingNode) else "sequence", line)
+    built[id(node)] = converted  # before the children: an alias inside its own anchor ends here
+    if isinstance(node, pyyaml.MappingNode):
+        converted.pairs = [(_as_node(key, built), _as_node(value, built)) for key, value in node.value]
+    else:
+        converted.items = [_as_node(item, built) for item in node.value]
+    return converted
+
+
+def compose_all(text: str, source: Source = "<string>") -> list[YamlNode]:
+    """Every document of `text` as composed nodes, with their lines (see `YamlNode`)."""
+    loader = _KubeLoader(text)
+    documents: list[YamlNode] = []
+    built: dict[int, YamlNode] = {}
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append(_as_node(node, built))
+    except pyyaml.YAMLError as exc:
+        raise _yaml_error(source, exc, text) from exc
+    finally:
+        loader.dispose()
+    return documents
 
 
 # --- writing what tools read back -------------------------------------------------------
