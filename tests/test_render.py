@@ -197,3 +197,34 @@ def test_render_key_is_a_content_digest_of_the_inputs(project: RepoLayout, tmp_p
     edited = render_key(project, dev, {})
     (project.patches_dir / "harbor" / "empty").mkdir()
     assert len({key, executable, edited, render_key(project, dev, {})}) == 4
+
+
+@pytest.mark.parametrize(
+    ("layout_out", "message"),
+    [
+        pytest.param("taken", "error: output folder {out} is a file, not a folder: give --out a folder", id="a-file"),
+        pytest.param(
+            "taken/sub", "error: output folder {out} cannot be created: {tmp}/taken is a file", id="under-a-file"
+        ),
+        pytest.param(
+            "folder", "error: {out}/dev is a file where the render of dev goes: move it away", id="env-folder-a-file"
+        ),
+    ],
+)
+def test_render_out_that_cannot_hold_the_render_is_one_line_before_any_work(
+    synced_project: RepoLayout, tmp_path: Path, layout_out: str, message: str
+) -> None:
+    (tmp_path / "taken").write_text("keep me\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "dev").write_text("keep me too\n")
+    out = tmp_path / layout_out
+    before, outside = snapshot(synced_project.root), snapshot(tmp_path / "folder")
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render", "--env", "dev",
+                           "--out", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message.format(out=out, tmp=tmp_path))
+    assert (tmp_path / "taken").read_text() == "keep me\n"
+    assert snapshot(synced_project.root) == before and snapshot(tmp_path / "folder") == outside
+    assert not synced_project.rendered_dir.exists()
