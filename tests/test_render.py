@@ -228,3 +228,31 @@ def test_render_out_that_cannot_hold_the_render_is_one_line_before_any_work(
     assert (tmp_path / "taken").read_text() == "keep me\n"
     assert snapshot(synced_project.root) == before and snapshot(tmp_path / "folder") == outside
     assert not synced_project.rendered_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("rel", "text", "where"),
+    [
+        pytest.param("environments/dev/values.yaml", "foo: [\n", ":11:1: not valid YAML: ", id="settings"),
+        pytest.param("environments/base/releases/harbor.yaml", "expose:\n  type: [\n", ":3:1: not valid YAML: ", id="release-values"),
+        pytest.param("environments/dev/releases/astrago.yaml", "a: !!set [1]\n", ":6:4: not valid YAML: ", id="bad-tag"),
+    ],
+)
+def test_render_names_a_values_file_that_is_not_yaml_in_one_line(
+    synced_project: RepoLayout, rel: str, text: str, where: str
+) -> None:
+    path = synced_project.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+    before = snapshot(synced_project.root)
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render", "--env", "dev"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    # Not helmfile's "Offending YAML:" dump of the whole file: the parser's problem at its place.
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"error: {path}{where}")
+    assert line.endswith("(correct the YAML at that place)")
+    assert snapshot(synced_project.root) == before
+    assert not synced_project.rendered_dir.exists()

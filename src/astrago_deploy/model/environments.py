@@ -233,6 +233,22 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     return merged
 
 
+def value_files(layout: RepoLayout, env: Environment) -> list[Path]:
+    """Every value file of the environment's layers that exists: `values.yaml`, `releases/*.yaml`."""
+    found: list[Path] = []
+    for folder in env.layer_dirs(layout):
+        found += [path for path in [folder / "values.yaml"] if path.is_file()]
+        found += sorted(path for path in (folder / "releases").glob("*.yaml") if path.is_file())
+    return found
+
+
+def check_value_files(layout: RepoLayout, env: Environment) -> None:
+    """Parse every value file of `env`: one that is not YAML is a one-line YamlError at its line
+    and column, before helmfile would print the parser's dump of the whole file."""
+    for path in value_files(layout, env):
+        yaml.read_all(path)
+
+
 def setting(layout: RepoLayout, env: Environment, dotted: str) -> Any:
     """One setting by its dotted path (`cluster.kubeContext`), None when unset.
 

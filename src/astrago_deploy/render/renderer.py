@@ -267,6 +267,8 @@ class Renderer:
         if not envs:
             return []
         check_output_root(self.out_root, [env.name for env in envs])
+        for env in envs:
+            environments.check_value_files(self.layout, env)
         workers = parallelism(len(envs))
         jobs = [(env.name, functools.partial(self.render_environment, env)) for env in envs]
         results, failures = run_jobs(jobs, workers, "render")
