@@ -33,7 +33,9 @@ class YamlError(ConfigError):
         self.column = column
         self.reason = reason
         self.fix = fix
-        where = str(path) + "".join(f":{n}" for n in (line, column if line is not None else None) if n is not None)
+        where = str(path)
+        if line is not None:
+            where += f":{line}" + (f":{column}" if column is not None else "")
         super().__init__(f"{where}: not valid YAML: {reason} ({fix})")
 
     def with_fix(self, fix: str) -> YamlError:

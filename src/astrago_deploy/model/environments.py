@@ -198,12 +198,11 @@ def init_customer(
     if target.exists():
         raise InputError(f"environment {name!r} already exists at {target}; nothing was written")
     settings = customer_settings(ip, nfs_server, nfs_path, context, registry or "")
-    text = customer_values(name, settings)
-    # What helmfile will read must be what was asked for, value by value and type by type.
-    if yaml.load(text, target / "values.yaml") != settings:
-        raise AstragoError(f"environment {name!r}: the values file would not read back as given; nothing was written")
     with atomic.staging_dir(layout.customers_dir, name) as staged:
-        atomic.write_text(staged / "values.yaml", text)
+        atomic.write_text(staged / "values.yaml", customer_values(name, settings))
+        # What helmfile will read must be what was asked for, value by value and type by type.
+        if yaml.read(staged / "values.yaml") != settings:
+            raise AstragoError(f"environment {name!r}: values.yaml would not read back as given; nothing written")
         try:
             # rename() of a directory onto an existing non-empty one fails: no overwrite race.
             staged.rename(target)
