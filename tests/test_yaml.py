@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from astrago_deploy.core.errors import ConfigError, FetchError, FileAccessError,
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.upgrade import report as upgrade_report
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, snapshot
 
 KUBECTL = PROJECT / ".tools" / "bin" / "kubectl"
 PACKAGE = PROJECT / "src" / "astrago_deploy"
@@ -418,3 +419,21 @@ def test_a_broken_repository_index_is_one_line_that_blames_the_repository() -> N
     assert message.startswith("https://charts.example.com/index.yaml:3:1: not valid YAML: ")
     assert message.endswith("(the repository served a broken index: check its URL, or retry later)")
     assert "\n" not in message
+
+
+def test_charts_outdated_names_a_broken_index_in_one_line(project: RepoLayout, mirror: Path, tmp_path: Path) -> None:
+    local = tmp_path / "mirror"
+    for index in mirror.rglob("index.yaml"):
+        (local / index.relative_to(mirror)).parent.mkdir(parents=True, exist_ok=True)
+        (local / index.relative_to(mirror)).write_bytes(index.read_bytes())
+    (local / "helm.goharbor.io" / "index.yaml").write_text("apiVersion: v1\nentries:\n  harbor: [\n")
+    before = snapshot(project.root)
+    env = {**os.environ, "ASTRAGO_ROOT": str(project.root), "CHARTS_MIRROR": str(local)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "charts.outdated"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: https://helm.goharbor.io/index.yaml:4:1: not valid YAML: did not find expected node content "
+        "(while parsing a flow node) (the repository served a broken index: check its URL, or retry later)"
+    ]
+    assert snapshot(project.root) == before
