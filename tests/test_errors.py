@@ -27,7 +27,7 @@ from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.cli import user_errors
 from astrago_deploy.core import files
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
-from astrago_deploy.core.errors import ArchiveError, ConfigError, FetchError, FileAccessError
+from astrago_deploy.core.errors import ArchiveError, ConfigError, FetchError, FileAccessError, InputError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.parallel import run_jobs
@@ -365,13 +365,22 @@ def test_a_damaged_render_cache_is_a_miss_not_a_key_error(synced_project: RepoLa
 def test_an_os_error_in_a_render_worker_becomes_a_typed_error_naming_the_path(
     synced_project: RepoLayout, tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder\n")
-    renderer = Renderer(synced_project, PinnedTools(synced_project), blocker / "rendered")
+    # A link to nowhere passes the output folder check (nothing is there), then fails to be created.
+    dangling = tmp_path / "rendered"
+    dangling.symlink_to(tmp_path / "nowhere" / "at-all")
+    renderer = Renderer(synced_project, PinnedTools(synced_project), dangling)
     with pytest.raises(Exception) as caught:
         renderer.render([environments.get(synced_project, "dev")])
     assert type(caught.value).__name__ == "AstragoError"
-    assert str(caught.value).startswith(f"render failed:\ndev: {blocker}")
+    assert str(caught.value).startswith(f"render failed:\ndev: {dangling}")
+
+
+def test_an_output_folder_under_a_file_is_refused_before_any_render(synced_project: RepoLayout, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    renderer = Renderer(synced_project, PinnedTools(synced_project), blocker / "rendered")
+    with pytest.raises(InputError, match=f"^output folder {blocker}/rendered cannot be created: {blocker} is a file"):
+        renderer.render([environments.get(synced_project, "dev")])
 
 
 def test_a_bug_in_one_job_starts_no_further_job() -> None:

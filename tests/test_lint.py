@@ -84,7 +84,7 @@ def test_settings_checks_release_toggles_and_duplicate_keys(synced_project: Repo
     found = problems(synced_project)
     assert any(p.startswith("environments/customers/sample-site/values.yaml:") and "releases.harbor.replicas: release toggles take only 'enabled'" in p for p in found)
     assert any("releases.nothere: there is no release 'nothere'" in p for p in found)
-    assert any(p.startswith("environments/dev/releases/harbor.yaml:3: not valid YAML: found duplicate key") for p in found)
+    assert any(p.startswith("environments/dev/releases/harbor.yaml:3:1: not valid YAML: found duplicate key") for p in found)
 
 
 def test_plaintext_harbor_admin_password_fails_lint(synced_project: RepoLayout) -> None:
@@ -106,25 +106,80 @@ def test_secret_scan_covers_the_helmfile_and_its_release_templates(project: Repo
 
 
 @pytest.mark.parametrize(
-    ("line", "flagged"),
+    ("text", "found"),
     [
-        ("password: hunter2", True),
-        ("  clientSecret: 'abc'", True),
-        ("apiToken: xyz # rotated", True),
-        ("tls.key: -----BEGIN RSA PRIVATE KEY-----", True),
-        ("existingSecretAdminPassword: harbor-admin", False),
-        ("passwordKey: password", False),
-        ("password: \"\"", False),
-        ("password:", False),
-        ("token: {{ .Values.token }}", False),
-        ("resetPasswordAllowed: true", False),
-        ("accessTokenLifespan: 300", False),
-        ("# password: commented", False),
+        pytest.param("password: hunter2\n", [(1, "password")], id="plain"),
+        pytest.param("a: 1\n  # x\nb:\n  clientSecret: 'abc'\n", [(4, "clientSecret")], id="nested-quoted-value"),
+        pytest.param("apiToken: xyz # rotated\n", [(1, "apiToken")], id="trailing-comment"),
+        pytest.param("tls.key: -----BEGIN RSA PRIVATE KEY-----\n", [(1, "private key")], id="pem"),
+        pytest.param("tls:\n  key: |\n    -----BEGIN PRIVATE KEY-----\n    MIIE\n", [(2, "private key")], id="pem-block"),
+        pytest.param("database: {internal: {password: hunter2}}\n", [(1, "password")], id="flow-mapping"),
+        pytest.param('"harborAdminPassword": "hunter2"\n', [(1, "harborAdminPassword")], id="quoted-key"),
+        pytest.param("? password\n: hunter2\n", [(1, "password")], id="explicit-key"),
+        pytest.param("db:\n  password: |\n    hunter2\n", [(2, "password")], id="block-scalar"),
+        pytest.param("db:\n  password: >-\n    hunter2\n", [(2, "password")], id="folded-scalar"),
+        pytest.param(
+            "env:\n  - name: DB_PASSWORD\n    value: hunter2\n  - name: LOG_LEVEL\n    value: debug\n",
+            [(3, "DB_PASSWORD")],
+            id="env-list",
+        ),
+        pytest.param("env: [{name: API_TOKEN, value: abc}]\n", [(1, "API_TOKEN")], id="env-flow"),
+        pytest.param(
+            "env:\n  - name: DB_PASSWORD\n    valueFrom: {secretKeyRef: {name: db, key: password}}\n", [], id="env-ref"
+        ),
+        pytest.param("env:\n  - name: DB_PASSWORD_FILE\n    value: /run/secrets/db\n", [], id="env-file"),
+        pytest.param("common: &pw hunter2\nharbor:\n  adminPassword: *pw\n", [(3, "adminPassword")], id="alias"),
+        pytest.param(
+            "base: &db {password: hunter2}\nprod:\n  <<: *db\nstage: *db\n", [(1, "password")], id="anchored-mapping"
+        ),
+        pytest.param("a: &a [*a, {password: x}]\n", [(1, "password")], id="recursive-alias"),
+        pytest.param("a: 1\n---\nsecret: s3\n", [(3, "secret")], id="second-document"),
+        pytest.param("password: 12345\n", [(1, "password")], id="numeric"),
+        pytest.param("existingSecretAdminPassword: harbor-admin\n", [], id="existing-reference"),
+        pytest.param("passwordKey: password\n", [], id="key-reference"),
+        pytest.param('password: ""\n', [], id="empty"),
+        pytest.param("password:\n", [], id="no-value"),
+        pytest.param("password: ~\ntoken: null\n", [], id="null"),
+        pytest.param("usePassword: false\n", [], id="boolean"),
+        pytest.param("password: |\n\n", [], id="empty-block"),
+        pytest.param("token: '{{ .Values.token }}'\n", [], id="template-expression"),
+        pytest.param("resetPasswordAllowed: true\naccessTokenLifespan: 300\n", [], id="not-credential-names"),
+        pytest.param("# password: commented\n", [], id="comment"),
     ],
 )
-def test_secret_scan_rules(tmp_path: Path, line: str, flagged: bool) -> None:
-    found = secret_scan.scan_text(tmp_path / "v.yaml", line + "\n")
-    assert bool(found) is flagged
+def test_secret_scan_reads_every_way_of_writing_a_value(tmp_path: Path, text: str, found: list[tuple[int, str]]) -> None:
+    findings = secret_scan.scan_text(tmp_path / "v.yaml", text)
+    assert [(f.line, f.key) for f in findings] == found
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        pytest.param("- name: x\n  values:\n  - adminPassword: s3cret\n", [(3, "adminPassword")], id="literal"),
+        pytest.param("kubeContext: {{ .Values.cluster.kubeContext | quote }}\npassword: {{ .Values.pw }}\n", [], id="action"),
+        pytest.param("{{- if .Values.x }}\ntoken: abc\n{{- end }}\n", [(2, "token")], id="inside-if"),
+        pytest.param(
+            "{{- /*\na comment: with } and }} inside\n*/ -}}\nenv:\n{{- range $e := .Values.envs }}\n"
+            "  {{ $e }}:\n    secret: {{ $e }}-x\n{{- end }}\n  other:\n    secret: plain\n{{ $out | toYaml }}\n",
+            [(10, "secret")],
+            id="comment-range-and-lone-action",
+        ),
+        pytest.param("values:\n  - values/{{`{{ .Release.Name }}`}}.yaml\ntoken: t\n", [(3, "token")], id="raw-string"),
+    ],
+)
+def test_secret_scan_reads_templates_with_their_actions_as_placeholders(
+    tmp_path: Path, text: str, found: list[tuple[int, str]]
+) -> None:
+    findings = secret_scan.scan_text(tmp_path / "release.yaml.gotmpl", text)
+    assert [(f.line, f.key) for f in findings] == found
+
+
+def test_secret_scan_reports_a_file_it_cannot_read_instead_of_passing_it(tmp_path: Path) -> None:
+    [finding] = secret_scan.scan_text(tmp_path / "v.yaml", "a: 1\npassword: [hunter2\n")
+    assert format_diagnostic(finding) == (
+        f"{tmp_path / 'v.yaml'}:3:1: not valid YAML: did not find expected ',' or ']' (while parsing a flow sequence) "
+        "(fix: correct the YAML there; the file was not checked for secrets)"
+    )
 
 
 def test_yamllint_reports_file_and_line(synced_project: RepoLayout) -> None:

@@ -112,7 +112,7 @@ def test_malformed_kustomization_is_named(synced_project: RepoLayout) -> None:
     (synced_project.patches_dir / "harbor" / "kustomization.yaml").write_text("patches: [\n")
     [status] = patch_check.check_patches(synced_project, ["harbor"], ["dev"])
     assert status.status == "failed"
-    assert re.search(r"patches/harbor/kustomization\.yaml:2: not valid YAML: ", status.reason)
+    assert re.search(r"patches/harbor/kustomization\.yaml:2:1: not valid YAML: ", status.reason)
 
 
 # --- a fixture chart: with and without patches differ exactly by the patched fields ---------

@@ -197,3 +197,62 @@ def test_render_key_is_a_content_digest_of_the_inputs(project: RepoLayout, tmp_p
     edited = render_key(project, dev, {})
     (project.patches_dir / "harbor" / "empty").mkdir()
     assert len({key, executable, edited, render_key(project, dev, {})}) == 4
+
+
+@pytest.mark.parametrize(
+    ("layout_out", "message"),
+    [
+        pytest.param("taken", "error: output folder {out} is a file, not a folder: give --out a folder", id="a-file"),
+        pytest.param(
+            "taken/sub", "error: output folder {out} cannot be created: {tmp}/taken is a file", id="under-a-file"
+        ),
+        pytest.param(
+            "folder", "error: {out}/dev is a file where the render of dev goes: move it away", id="env-folder-a-file"
+        ),
+    ],
+)
+def test_render_out_that_cannot_hold_the_render_is_one_line_before_any_work(
+    synced_project: RepoLayout, tmp_path: Path, layout_out: str, message: str
+) -> None:
+    (tmp_path / "taken").write_text("keep me\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "dev").write_text("keep me too\n")
+    out = tmp_path / layout_out
+    before, outside = snapshot(synced_project.root), snapshot(tmp_path / "folder")
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render", "--env", "dev",
+                           "--out", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(message.format(out=out, tmp=tmp_path))
+    assert (tmp_path / "taken").read_text() == "keep me\n"
+    assert snapshot(synced_project.root) == before and snapshot(tmp_path / "folder") == outside
+    assert not synced_project.rendered_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("rel", "text", "where"),
+    [
+        pytest.param("environments/dev/values.yaml", "foo: [\n", ":11:1: not valid YAML: ", id="settings"),
+        pytest.param("environments/base/releases/harbor.yaml", "expose:\n  type: [\n", ":3:1: not valid YAML: ", id="release-values"),
+        pytest.param("environments/dev/releases/astrago.yaml", "a: !!set [1]\n", ":6:4: not valid YAML: ", id="bad-tag"),
+    ],
+)
+def test_render_names_a_values_file_that_is_not_yaml_in_one_line(
+    synced_project: RepoLayout, rel: str, text: str, where: str
+) -> None:
+    path = synced_project.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+    before = snapshot(synced_project.root)
+    env = {**os.environ, "ASTRAGO_ROOT": str(synced_project.root)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "render", "--env", "dev"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    # Not helmfile's "Offending YAML:" dump of the whole file: the parser's problem at its place.
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"error: {path}{where}")
+    assert line.endswith("(correct the YAML at that place)")
+    assert snapshot(synced_project.root) == before
+    assert not synced_project.rendered_dir.exists()

@@ -996,9 +996,17 @@ def test_a_dry_run_writes_the_report_under_the_cache_and_commits_nothing(
     before = main_state(synced_project)
     refs_before = git(root, "for-each-ref")
 
-    done = inv(root, "charts.upgrade", "csi-driver-nfs", "--dry-run", CHARTS_MIRROR=str(mirror))
+    assert not synced_project.rendered_dir.exists()
+    json_file = synced_project.root.parent / "report.json"
+
+    done = inv(
+        root, "charts.upgrade", "csi-driver-nfs", "--dry-run", "--json", str(json_file), CHARTS_MIRROR=str(mirror)
+    )
 
     assert done.returncode == 0, done.stderr
+    # Nothing but its output: no rendered/ in the checkout (its "before" renders go with the report).
+    assert not synced_project.rendered_dir.exists()
+    assert json.loads(json_file.read_text())["to"] == "4.13.4"
     work = synced_project.cache_dir / "upgrades" / "chart_csi-driver-nfs-4.13.4"
     md = work / "csi-driver-nfs-v4.9.0-to-4.13.4.md"
     js = work / "csi-driver-nfs-v4.9.0-to-4.13.4.json"
@@ -1011,6 +1019,53 @@ def test_a_dry_run_writes_the_report_under_the_cache_and_commits_nothing(
     assert git(root, "for-each-ref") == refs_before
     assert git(root, "rev-list", "--count", "HEAD").strip() == "1"
     assert not synced_project.reports_dir.exists()
+    assert_main_unchanged(synced_project, before)
+
+
+@pytest.mark.parametrize(
+    ("json_arg", "message"),
+    [
+        pytest.param(
+            "/nonexistent/dir/x.json",
+            "error: --json /nonexistent/dir/x.json: folder /nonexistent/dir does not exist: create it first "
+            "(nothing was done)",
+            id="missing-folder",
+        ),
+        pytest.param("{tmp}", "error: --json {tmp} is a folder: give the report's file name (nothing was done)", id="a-folder"),
+    ],
+)
+def test_a_json_report_that_cannot_be_written_is_refused_before_any_work(
+    synced_project: RepoLayout, mirror: Path, tmp_path: Path, json_arg: str, message: str
+) -> None:
+    root = synced_project.root
+    before = main_state(synced_project)
+    cache_before = sorted(synced_project.cache_dir.rglob("*")) if synced_project.cache_dir.exists() else None
+    json_arg, message = json_arg.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    for extra in (["--dry-run"], ["--no-pr"]):
+        done = inv(root, "charts.upgrade", "csi-driver-nfs", *extra, "--json", json_arg, CHARTS_MIRROR=str(mirror))
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [message]
+        assert done.stdout == ""
+    assert not Path("/nonexistent").exists()
+    assert not synced_project.rendered_dir.exists()
+    assert (sorted(synced_project.cache_dir.rglob("*")) if synced_project.cache_dir.exists() else None) == cache_before
+    assert branches(root) == ["main"]
+    assert_main_unchanged(synced_project, before)
+
+
+def test_a_dry_run_vendors_nothing_it_refuses_when_a_locked_chart_is_missing(
+    synced_project: RepoLayout, mirror: Path
+) -> None:
+    root = synced_project.root
+    shutil.rmtree(synced_project.chart_dir("harbor", "1.14.2"))
+    before = main_state(synced_project)
+    done = inv(root, "charts.upgrade", "csi-driver-nfs", "--dry-run", CHARTS_MIRROR=str(mirror))
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "error: not vendored: harbor-1.14.2; run `inv charts.sync` first (a dry run vendors nothing)"
+    )
+    assert "Traceback" not in done.stderr
+    assert not synced_project.rendered_dir.exists()
     assert_main_unchanged(synced_project, before)
 
 

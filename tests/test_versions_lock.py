@@ -7,14 +7,17 @@ the lines that must change do.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from astrago_deploy.core.errors import ConfigError
+from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock, as_dict
 
-from .conftest import PROJECT
+from .conftest import PROJECT, git, snapshot
 
 COMMITTED = (PROJECT / "charts" / "versions.lock").read_text()
 SHA_A = "sha256:" + "a" * 64
@@ -105,7 +108,7 @@ ENTRY = "charts:\n  demo:\n    repository: https://charts.example.com\n    versi
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param("charts: [unclosed\n", ":2: not valid YAML: expected ',' or ']'", id="not-yaml"),
+        pytest.param("charts: [unclosed\n", ":2:1: not valid YAML: expected ',' or ']'", id="not-yaml"),
         pytest.param("- demo\n", ": expected a mapping with a 'charts:' mapping", id="top-level-list"),
         pytest.param("charts:\n  - demo\n", ": expected a mapping with a 'charts:' mapping", id="charts-list"),
         pytest.param("charts: []\n", ": expected a mapping with a 'charts:' mapping", id="charts-empty-list"),
@@ -145,6 +148,47 @@ ENTRY = "charts:\n  demo:\n    repository: https://charts.example.com\n    versi
             ": charts.demo.repository must be an http(s):// or oci:// URL",
             id="bad-repository",
         ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: file:///srv/mirror\n    version: 1.0.0\n",
+            ":3: charts.demo.repository must be an http(s):// or oci:// URL (a local mirror is given by CHARTS_MIRROR",
+            id="file-repository",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: 1.10\n",
+            ':4: charts.demo.version is a number, not a string: quote it as upstream spells it (version: "1.10")',
+            id="float-version",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: 2  # major only\n",
+            ':4: charts.demo.version is a number, not a string: quote it as upstream spells it (version: "2")',
+            id="int-version",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: 2024-01-02\n",
+            ":4: charts.demo.version is a date, not a string",
+            id="date-version",
+        ),
+        pytest.param(
+            ENTRY + "    url: true\n", ":5: charts.demo.url is a boolean, not a string", id="bool-url"
+        ),
+        pytest.param(
+            ENTRY + "    digest: [sha256]\n", ":5: charts.demo.digest is a list, not a string", id="list-digest"
+        ),
+        pytest.param(
+            "charts:\n  123:\n    repository: https://charts.example.com\n    version: 1.0.0\n",
+            ":2: charts.123: a chart key must be the chart's name as a string; quote it ('123':)",
+            id="int-key",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: !!int x\n",
+            ":4:14: not valid YAML: cannot read this int value",
+            id="bad-explicit-tag",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    version: 1.0.0\n    version: 1.0.1\n",
+            ':4:5: not valid YAML: found duplicate key "version"',
+            id="duplicate-key",
+        ),
     ],
 )
 def test_invalid_locks_fail_on_load_with_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -154,6 +198,13 @@ def test_invalid_locks_fail_on_load_with_file_and_key(tmp_path: Path, text: str,
         VersionsLock.load(path)
     assert str(caught.value).startswith(str(path))
     assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_quoted_numeric_version_and_chart_name_are_strings(tmp_path: Path) -> None:
+    path = tmp_path / "versions.lock"
+    path.write_text("charts:\n  '123':\n    repository: https://charts.example.com\n    version: '1.10'\n")
+    assert VersionsLock.load(path).get("123").version == "1.10"
 
 
 def test_get_of_an_unknown_chart_names_it(lock_file: Path) -> None:
@@ -278,3 +329,48 @@ def test_oci_completeness_needs_the_manifest() -> None:
     http = LockedChart("demo", "https://charts.example.com", "1.0.0", digest=SHA_A, tree=SHA_B)
     assert not http.complete
     assert dataclasses.replace(http, url="https://charts.example.com/demo-1.0.0.tgz").complete
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(
+            ("    version: 1.14.2\n", "    version: 1.10\n"),
+            'charts/versions.lock:29: charts.harbor.version is a number, not a string: quote it as upstream spells it '
+            '(version: "1.10")',
+            id="unquoted-float",
+        ),
+        pytest.param(
+            ("    version: v4.9.0\n", "    version: v4.9.0\n    version: v4.9.1\n"),
+            'charts/versions.lock:16:5: not valid YAML: found duplicate key "version" with value "v4.9.1" '
+            '(original value: "v4.9.0") (while constructing a mapping) (',
+            id="duplicate-key",
+        ),
+        pytest.param(
+            ("charts:\n", "charts:\n  123:\n    repository: https://x.example\n    version: '1'\n"),
+            "charts/versions.lock:12: charts.123: a chart key must be the chart's name as a string",
+            id="integer-key",
+        ),
+    ],
+)
+def test_charts_verify_and_sync_reject_a_bad_lock_in_one_line(
+    project: RepoLayout, tmp_path: Path, edit: tuple[str, str], expected: str
+) -> None:
+    (tmp_path / "mirror").mkdir()
+    lock = project.lock_file
+    lock.write_text(lock.read_text().replace(*edit, 1))
+    git(project.root, "commit", "-qam", "bad lock")
+    before = snapshot(project.root)
+    for task in ("charts.verify", "charts.sync"):
+        proc = subprocess.run(
+            [str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), task],
+            env={**os.environ, "ASTRAGO_ROOT": str(project.root), "CHARTS_MIRROR": str(tmp_path / "mirror")},
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1, proc
+        assert "Traceback" not in proc.stderr
+        assert expected in proc.stdout + proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr
+    assert snapshot(project.root) == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -18,13 +19,14 @@ import pytest
 import yaml as pyyaml
 
 from astrago_deploy.charts import scaffold
+from astrago_deploy.charts.index import parse_index
 from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
-from astrago_deploy.core.errors import ConfigError, FileAccessError, InputError, YamlError
+from astrago_deploy.core.errors import ConfigError, FetchError, FileAccessError, InputError, YamlError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model.lock import LockedChart, VersionsLock
 from astrago_deploy.upgrade import report as upgrade_report
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, snapshot
 
 KUBECTL = PROJECT / ".tools" / "bin" / "kubectl"
 PACKAGE = PROJECT / "src" / "astrago_deploy"
@@ -137,25 +139,51 @@ def test_load_all_keeps_empty_documents_as_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "line", "reason"),
+    ("text", "line", "column", "reason"),
     [
-        pytest.param("a: 1\nb: [2, 3\nc: 4\n", 3, "expected ',' or ']'", id="unclosed-flow"),
-        pytest.param("a: 1\nb: 2\n  c: 3\n", 3, "mapping values are not allowed", id="bad-indent"),
-        pytest.param("a: 1\n\tb: 2\n", 2, "tab character", id="tab"),
-        pytest.param("a: 1\n~: 2\n", 2, "a null mapping key", id="null-key"),
+        pytest.param("a: 1\nb: [2, 3\nc: 4\n", 3, 2, "expected ',' or ']'", id="unclosed-flow"),
+        pytest.param("a: 1\nb: 2\n  c: 3\n", 3, 4, "mapping values are not allowed", id="bad-indent"),
+        pytest.param("a: 1\n\tb: 2\n", 2, 1, "tab character", id="tab"),
+        pytest.param("a: 1\n~: 2\n", 2, 1, "a null mapping key", id="null-key"),
+        pytest.param("a: !!set [1]\n", 1, 4, "expected a mapping, but found a sequence", id="set-of-a-list"),
+        pytest.param("a: 1\nb: !!timestamp x\n", 2, 4, "cannot read this timestamp value", id="bad-timestamp"),
+        pytest.param("a: 1\nb: \x07\n", 2, 4, "control characters are not allowed", id="control-character"),
     ],
 )
-def test_yaml_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int, reason: str) -> None:
+def test_yaml_errors_are_one_line_at_file_line_and_column(
+    tmp_path: Path, text: str, line: int, column: int, reason: str
+) -> None:
     path = tmp_path / "values.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(YamlError) as caught:
         yaml.read(path)
     error = caught.value
     assert isinstance(error, ConfigError)
-    assert (error.path, error.line) == (path, line)
-    assert str(error).startswith(f"{path}:{line}: not valid YAML: ")
+    assert (error.path, error.line, error.column) == (path, line, column)
+    assert str(error).startswith(f"{path}:{line}:{column}: not valid YAML: ")
     assert reason in str(error)
-    assert "\n" not in str(error)
+    assert str(error).endswith(" (correct the YAML at that place)")
+    assert "\n" not in str(error) and "http" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        pytest.param("a: 1\na: 2\n", ":2:1:", 'found duplicate key "a"', id="duplicate-key"),
+        pytest.param("a: !!int x\n", ":1:4:", "cannot read this int value", id="bad-int"),
+        pytest.param("a: !!bool x\n", ":1:4:", "cannot read this bool value", id="bad-bool"),
+        pytest.param("a: !!map [1]\n", ":1:4:", "expected a mapping node", id="map-of-a-list"),
+        pytest.param("a: 1\nb: \x07\n", ":2:4:", "special characters are not allowed", id="control-character"),
+    ],
+)
+def test_editor_errors_are_one_line_without_ruamel_s_help(tmp_path: Path, text: str, where: str, reason: str) -> None:
+    # ruamel's own message for a duplicate key runs to ten lines with links to its documentation.
+    with pytest.raises(YamlError) as caught:
+        yaml.parse_for_edit(text, tmp_path / "v.yaml")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'v.yaml'}{where} not valid YAML: ")
+    assert reason in message
+    assert "\n" not in message and "http" not in message
 
 
 def test_bytes_that_are_not_utf8_are_an_error_with_file_and_line(tmp_path: Path) -> None:
@@ -201,10 +229,6 @@ def test_ambiguous_strings_reach_kubernetes_as_strings_through_kustomize(tmp_pat
 def test_the_dumper_leaves_unambiguous_values_plain() -> None:
     doc = {"name": "web", "image": "nginx:1.27", "replicas": 3, "ratio": 0.5, "on": True, "none": None, "u": "é"}
     assert yaml.dump(doc) == "name: web\nimage: nginx:1.27\nreplicas: 3\nratio: 0.5\n'on': true\nnone: null\nu: é\n"
-
-
-def test_scalar_quotes_only_what_needs_it() -> None:
-    assert [yaml.scalar(v) for v in ("kind-dev", "yes", "1e3", "10.0.0.1")] == ["kind-dev", "'yes'", "'1e3'", "10.0.0.1"]
 
 
 @pytest.mark.parametrize("name", ["yes", "on", "1e3", "123", "0o17"])
@@ -291,10 +315,10 @@ def test_a_lock_edit_on_a_crlf_lock_touches_only_its_lines(tmp_path: Path) -> No
 def test_editor_errors_name_the_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "kustomization.yaml"
     path.write_text("resources:\n  - a.yaml\npatches: [\n", encoding="utf-8")
-    with pytest.raises(YamlError, match=r"kustomization\.yaml:4: not valid YAML: "):
+    with pytest.raises(YamlError, match=r"kustomization\.yaml:4:1: not valid YAML: "):
         yaml.load_for_edit(path)
     path.write_text("a: 1\na: 2\n", encoding="utf-8")
-    with pytest.raises(YamlError, match=r"kustomization\.yaml:2: not valid YAML: .*duplicate key"):
+    with pytest.raises(YamlError, match=r"kustomization\.yaml:2:1: not valid YAML: .*duplicate key"):
         yaml.load_for_edit(path)
 
 
@@ -386,3 +410,30 @@ def test_the_upgrade_report_names_unreadable_crds_and_overrides_and_rates_high(t
     assert report.risk == "high"
     assert report.as_json()["unreadable"] == [d.as_json() for d in unreadable]
     assert f"not analysed (unreadable): {format_diagnostic(unreadable[0])}" in report.markdown()
+
+
+def test_a_broken_repository_index_is_one_line_that_blames_the_repository() -> None:
+    with pytest.raises(FetchError) as caught:
+        parse_index("https://charts.example.com", b"apiVersion: v1\nentries: {demo: [\n")
+    message = str(caught.value)
+    assert message.startswith("https://charts.example.com/index.yaml:3:1: not valid YAML: ")
+    assert message.endswith("(the repository served a broken index: check its URL, or retry later)")
+    assert "\n" not in message
+
+
+def test_charts_outdated_names_a_broken_index_in_one_line(project: RepoLayout, mirror: Path, tmp_path: Path) -> None:
+    local = tmp_path / "mirror"
+    for index in mirror.rglob("index.yaml"):
+        (local / index.relative_to(mirror)).parent.mkdir(parents=True, exist_ok=True)
+        (local / index.relative_to(mirror)).write_bytes(index.read_bytes())
+    (local / "helm.goharbor.io" / "index.yaml").write_text("apiVersion: v1\nentries:\n  harbor: [\n")
+    before = snapshot(project.root)
+    env = {**os.environ, "ASTRAGO_ROOT": str(project.root), "CHARTS_MIRROR": str(local)}
+    proc = subprocess.run([str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT), "charts.outdated"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: https://helm.goharbor.io/index.yaml:4:1: not valid YAML: did not find expected node content "
+        "(while parsing a flow node) (the repository served a broken index: check its URL, or retry later)"
+    ]
+    assert snapshot(project.root) == before

@@ -129,7 +129,8 @@ def parse_index(url: str, payload: bytes) -> RepoIndex:
         doc = yaml.load(payload, f"{redact_url(url)}/index.yaml")
     except yaml.YamlError as exc:
         # A bad index is a failed fetch (a proxy's error page, a truncated body), not our config.
-        raise FetchError(str(exc)) from exc
+        fix = "the repository served a broken index: check its URL, or retry later"
+        raise FetchError(str(exc.with_fix(fix))) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
         raise FetchError(f"{redact_url(url)}/index.yaml has no 'entries' mapping")
     entries: dict[str, list[ChartVersion]] = {}

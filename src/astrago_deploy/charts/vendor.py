@@ -40,7 +40,7 @@ from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
 from astrago_deploy.core.parallel import run_jobs
-from astrago_deploy.model.lock import LockedChart, VersionsLock
+from astrago_deploy.model.lock import LockedChart, LockEntryError, VersionsLock
 from astrago_deploy.model.releases import declared_releases
 
 MAX_PARALLEL_DOWNLOADS = 4
@@ -273,8 +273,10 @@ class ChartVendor:
             # Only a decoding error has a line; the reason already says what to do about it.
             return [diagnostics.error(lock_shown, exc.line, "", exc.reason)]
         except YamlError as exc:
-            reason = f"not valid YAML: {exc.reason}"
-            return [diagnostics.error(lock_shown, exc.line, "", reason, "repair the lock file by hand (it is YAML)")]
+            return [diagnostics.yaml_error(lock_shown, exc)]
+        except LockEntryError as exc:
+            fix = "repair the lock file by hand (it is YAML)"
+            return [diagnostics.error(lock_shown, exc.line, "", exc.reason, fix)]
         except ConfigError as exc:
             message = str(exc).replace(str(self.layout.lock_file), "").lstrip(": ")
             return [diagnostics.error(lock_shown, None, "", message, "repair the lock file by hand (it is YAML)")]

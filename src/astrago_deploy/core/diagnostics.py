@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from astrago_deploy.core.errors import YamlError
+
 Severity = Literal["error", "warning"]
 
 
@@ -28,6 +30,7 @@ class Diagnostic:
     severity: Severity
     message: str
     fix: str = ""
+    column: int | None = None  # 1-based, when the check knows it (a YAML parser does)
 
     @property
     def is_error(self) -> bool:
@@ -41,6 +44,7 @@ class Diagnostic:
             "severity": self.severity,
             "message": self.message,
             "fix": self.fix,
+            "column": self.column,
         }
 
 
@@ -52,6 +56,12 @@ def warning(file: str, line: int | None, key: str, message: str, fix: str = "") 
     return Diagnostic(file, line, key, "warning", message, fix)
 
 
+def yaml_error(file: str, exc: YamlError, fix: str | None = None) -> Diagnostic:
+    """A file that is not valid YAML, at the parser's line and column (`fix` replaces the error's own)."""
+    message = f"not valid YAML: {exc.reason}"
+    return Diagnostic(file, exc.line, "", "error", message, exc.fix if fix is None else fix, exc.column)
+
+
 def shown_path(path: Path | str, root: Path) -> str:
     """`path` relative to `root` when it lies inside it, else as given."""
     path = Path(path)
@@ -59,8 +69,9 @@ def shown_path(path: Path | str, root: Path) -> str:
 
 
 def format_diagnostic(diagnostic: Diagnostic) -> str:
-    """`FILE:LINE: [warning: ]KEY: message (fix: ...)`; empty parts are left out."""
+    """`FILE:LINE[:COLUMN]: [warning: ]KEY: message (fix: ...)`; empty parts are left out."""
     where = diagnostic.file + (f":{diagnostic.line}" if diagnostic.line else "")
+    where += f":{diagnostic.column}" if diagnostic.line and diagnostic.column else ""
     parts = [where] if where else []
     if diagnostic.severity == "warning":
         parts.append("warning")

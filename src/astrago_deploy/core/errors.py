@@ -20,15 +20,27 @@ class ConfigError(AstragoError):
 
 
 class YamlError(ConfigError):
-    """A file (or fetched document) is not valid YAML; names the file, line and column."""
+    """A file (or fetched document) is not valid YAML: one line `FILE:LINE:COLUMN: not valid YAML:
+    PROBLEM (WHAT TO DO)`, whatever the parser's own message looked like."""
 
-    def __init__(self, path: str | Path, line: int | None, column: int | None, reason: str) -> None:
+    DEFAULT_FIX = "correct the YAML at that place"
+
+    def __init__(
+        self, path: str | Path, line: int | None, column: int | None, reason: str, fix: str = DEFAULT_FIX
+    ) -> None:
         self.path = path
         self.line = line
         self.column = column
         self.reason = reason
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: not valid YAML: {reason}")
+        self.fix = fix
+        where = str(path)
+        if line is not None:
+            where += f":{line}" + (f":{column}" if column is not None else "")
+        super().__init__(f"{where}: not valid YAML: {reason} ({fix})")
+
+    def with_fix(self, fix: str) -> YamlError:
+        """The same error with another "what to do"."""
+        return YamlError(self.path, self.line, self.column, self.reason, fix)
 
 
 class InputError(AstragoError):

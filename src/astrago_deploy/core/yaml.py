@@ -25,13 +25,15 @@ import io
 import math
 import re
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError as RuamelConstructorError
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import YAMLError as RuamelError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
@@ -45,7 +47,9 @@ __all__ = [
     "CommentedSeq",
     "EditedFile",
     "YamlError",
+    "YamlNode",
     "ambiguous",
+    "compose_all",
     "dump",
     "dump_all",
     "first_line",
@@ -58,7 +62,6 @@ __all__ = [
     "read_all",
     "read_mapping",
     "read_text",
-    "scalar",
 ]
 
 Source = str | Path
@@ -186,8 +189,24 @@ class _KubeConstructor(pyyaml.constructor.SafeConstructor):
         # `<<` merges only as a key; elsewhere go-yaml reads it as the string.
         return str(self.construct_scalar(node))
 
+    def construct_object(self, node: pyyaml.Node, deep: bool = False) -> Any:
+        # An explicit tag on the wrong kind of node (`!!set [1]`, `!!timestamp x`) makes PyYAML's
+        # own constructors fail with a bare TypeError or AttributeError: report it at the node.
+        try:
+            return super().construct_object(node, deep=deep)
+        except pyyaml.YAMLError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise pyyaml.constructor.ConstructorError(
+                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value ({exc})", node.start_mark
+            ) from exc
+
     def construct_mapping(self, node: pyyaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         # Keys become strings before they meet in a dict: `1:` and `y:` (true) are two keys.
+        if not isinstance(node, pyyaml.MappingNode):  # `!!map [1]`, `!!set [1]`
+            raise pyyaml.constructor.ConstructorError(
+                None, None, f"expected a mapping, but found a {node.id}", node.start_mark
+            )
         self.flatten_mapping(node)
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -237,15 +256,23 @@ else:  # pragma: no cover - PyYAML built without libyaml
 # --- errors -----------------------------------------------------------------------------
 
 
-def _yaml_error(source: Source, exc: Exception) -> YamlError:
-    """A parser's exception (PyYAML's or ruamel's) as a YamlError at its position."""
+def _yaml_error(source: Source, exc: Exception, text: str = "") -> YamlError:
+    """A parser's exception (PyYAML's or ruamel's) as a one-line YamlError at its position.
+
+    Parsers print several lines (a snippet with a caret, ruamel's help links): only the problem
+    and what it was doing are kept. A reader error (a forbidden character) has an offset, not a mark.
+    """
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    reason = getattr(exc, "problem", None) or str(exc)
+    reason = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
     context = getattr(exc, "context", None)
     if context and getattr(exc, "problem", None):
         reason = f"{reason} ({first_line(str(context))})"
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
+    position = getattr(exc, "position", None)
+    if mark is None and isinstance(position, int) and text:
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
     return YamlError(source, line, column, first_line(str(reason)))
 
 
@@ -271,7 +298,7 @@ def load(text: str | bytes, source: Source = "<string>") -> Any:
     try:
         return loader.get_single_data()
     except pyyaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     finally:
         loader.dispose()
 
@@ -286,7 +313,7 @@ def load_all(text: str | bytes, source: Source = "<string>") -> list[Any]:
         while loader.check_data():  # type: ignore[no-untyped-call]
             documents.append(loader.get_data())
     except pyyaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     finally:
         loader.dispose()
     return documents
@@ -316,6 +343,63 @@ def read_mapping(path: Path, missing_ok: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
     return data
+
+
+# --- composed nodes: what was written, and where ---------------------------------------
+
+
+@dataclass(eq=False)
+class YamlNode:
+    """A node as written, before values are built: a check that must point at a line (the secret
+    scan) walks these. An alias is the very node its anchor names (so a walk may meet a node
+    twice, or a node inside itself); `tag` is the resolved tag's last part (`str`, `int`, `float`,
+    `bool`, `null`) or an explicit tag as written."""
+
+    kind: str  # "scalar", "mapping" or "sequence"
+    line: int  # 1-based
+    text: str = ""  # a scalar's content
+    tag: str = ""
+    pairs: list[tuple[YamlNode, YamlNode]] = field(default_factory=list)
+    items: list[YamlNode] = field(default_factory=list)
+
+
+def _short_tag(tag: str) -> str:
+    return tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _as_node(node: pyyaml.Node, built: dict[int, YamlNode]) -> YamlNode:
+    done = built.get(id(node))
+    if done is not None:
+        return done
+    line = node.start_mark.line + 1
+    if isinstance(node, pyyaml.ScalarNode):
+        converted = YamlNode("scalar", line, str(node.value), _short_tag(node.tag))
+        built[id(node)] = converted
+        return converted
+    converted = YamlNode("mapping" if isinstance(node, pyyaml.MappingNode) else "sequence", line)
+    built[id(node)] = converted  # before the children: an alias inside its own anchor ends here
+    if isinstance(node, pyyaml.MappingNode):
+        converted.pairs = [(_as_node(key, built), _as_node(value, built)) for key, value in node.value]
+    else:
+        converted.items = [_as_node(item, built) for item in node.value]
+    return converted
+
+
+def compose_all(text: str, source: Source = "<string>") -> list[YamlNode]:
+    """Every document of `text` as composed nodes, with their lines (see `YamlNode`)."""
+    loader = _KubeLoader(text)
+    documents: list[YamlNode] = []
+    built: dict[int, YamlNode] = {}
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append(_as_node(node, built))
+    except pyyaml.YAMLError as exc:
+        raise _yaml_error(source, exc, text) from exc
+    finally:
+        loader.dispose()
+    return documents
 
 
 # --- writing what tools read back -------------------------------------------------------
@@ -369,11 +453,6 @@ def dump(data: Any, *, sort_keys: bool = False) -> str:
     return text
 
 
-def scalar(value: str) -> str:
-    """`value` as one YAML scalar for a hand-written template, quoted when it is ambiguous."""
-    return dump(value).removesuffix("\n...\n").rstrip("\n")
-
-
 def dump_all(documents: Iterable[Any], *, sort_keys: bool = False) -> str:
     """A stream with each document preceded by `---`."""
     return "".join(f"---\n{dump(doc, sort_keys=sort_keys)}" for doc in documents)
@@ -401,8 +480,24 @@ class _QuotingRepresenter(RoundTripRepresenter):
 _QuotingRepresenter.add_representer(str, _QuotingRepresenter.represent_str)
 
 
+class _RoundTripConstructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, reporting a value it cannot build at its node (an explicit
+    `!!int x` or `!!set [1]` otherwise escapes as a bare ValueError or TypeError)."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except RuamelError:
+            raise
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise RuamelConstructorError(
+                None, None, f"cannot read this {str(node.tag).rsplit(':', 1)[-1]} value ({exc})", node.start_mark
+            ) from exc
+
+
 def _round_trip(kept_plain_keys: frozenset[str] = frozenset()) -> YAML:
     handler = YAML(typ="rt")
+    handler.Constructor = _RoundTripConstructor
     handler.preserve_quotes = True
     handler.indent(mapping=2, sequence=4, offset=2)
     handler.width = 4096
@@ -467,7 +562,7 @@ def parse_for_edit(text: str, source: Source = "<string>", expected: str = "a ma
     try:
         doc = _round_trip().load(text.replace("\r\n", "\n"))
     except RuamelError as exc:
-        raise _yaml_error(source, exc) from exc
+        raise _yaml_error(source, exc, text) from exc
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):

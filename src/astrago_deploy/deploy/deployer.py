@@ -89,6 +89,7 @@ def plan(
     if action not in ("apply", "sync", "destroy"):
         raise InputError(f"unknown action {action!r}")
     env = environments.get(layout, env_name)
+    environments.check_value_files(layout, env)
     labels = selector(tier, app, layout)
     problems = ChartVendor(layout, Fetcher()).verify()
     if problems:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.charts.values import ChartValues
-from astrago_deploy.core import yaml
+from astrago_deploy.core import diagnostics, yaml
 from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.errors import ConfigError
 from astrago_deploy.core.layout import RepoLayout
@@ -77,7 +77,7 @@ def _load_with_lines(path: Path, shown: str) -> CommentedMap | None:
     try:
         doc = yaml.load_for_edit(path).doc
     except yaml.YamlError as exc:
-        raise _Unreadable(_problem(shown, exc.line or 1, "", f"not valid YAML: {exc.reason}")) from exc
+        raise _Unreadable(diagnostics.yaml_error(shown, exc)) from exc
     except ConfigError as exc:  # not a mapping: helm would refuse these values too
         raise _Unreadable(_problem(shown, 1, "", str(exc).removeprefix(f"{path}: "))) from exc
     return doc or None

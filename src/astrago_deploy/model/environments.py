@@ -14,20 +14,27 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
 
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.errors import ConfigError, InputError
+from astrago_deploy.core.errors import AstragoError, ConfigError, InputError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.yaml import CommentedMap, EditedFile
 
 STAGES = ("dev", "stage", "prod")
 CUSTOMER_STAGE = "prod"
 RESERVED = frozenset({*STAGES, "base", "customers", "default"})
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Matched with fullmatch (never `$`, which also accepts a trailing newline).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+    r"(?=.{1,253}\Z)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*"
 )
-_NFS_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+_NFS_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+_KUBE_CONTEXT = re.compile(r"[A-Za-z0-9@:._/-]{1,253}")
+# host[:port][/path] as an image reference spells its registry part (distribution's grammar).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = re.compile(
+    rf"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^/:@\[\]]+))(?::(?P<port>[0-9]{{1,5}}))?(?:/{_PATH_COMPONENT})*"
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def select(layout: RepoLayout, names: list[str] | None) -> list[Environment]:
 
 
 def validate_name(name: str) -> None:
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         raise InputError(
             f"invalid environment name {name!r}: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
@@ -93,30 +100,37 @@ def validate_host(value: str, option: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if re.fullmatch(r"[0-9.]+", value) or not _HOSTNAME.match(value):
+    # fullmatch: `$` would also accept a trailing newline.
+    if re.fullmatch(r"[0-9.]+", value) or not _HOSTNAME.fullmatch(value):
         raise InputError(f"invalid {option} {value!r}: not an IP address or DNS host name")
     return value
 
 
 def validate_registry(value: str) -> str:
-    """`host[:port][/path]`, the host a name or an address (an IPv6 one in brackets)."""
-    usage = f"invalid --registry {value!r}: use host[:port][/path], e.g. harbor.site:30002"
-    if value.split("/", 1)[0].count(":") > 1 and not value.startswith("["):
-        raise InputError(f"invalid --registry {value!r}: write an IPv6 address in brackets, e.g. [fd00::5]:30002")
-    try:
-        parts = urlsplit(f"//{value}")
-        port = parts.port
-    except ValueError as exc:  # a port out of range or not a number, a bad [address]
-        raise InputError(usage) from exc
-    if port == 0 or parts.query or parts.fragment or "@" in parts.netloc:
+    """`host[:port][/path]`: the host a DNS name or an address (an IPv6 one in brackets), the port
+    1-65535, the path image repository components (lowercase, digits, `.`, `_`, `-`)."""
+    usage = f"invalid --registry {value!r}: use host[:port][/path], e.g. harbor.site:30002 or harbor.site/proxy"
+    match = _REGISTRY.fullmatch(value)
+    if match is None:
+        if value.split("/", 1)[0].count(":") > 1 and not value.startswith("["):
+            raise InputError(f"invalid --registry {value!r}: write an IPv6 address in brackets, e.g. [fd00::5]:30002")
         raise InputError(usage)
-    validate_host(parts.hostname or "", "--registry")
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        raise InputError(usage)
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError as exc:
+            raise InputError(usage) from exc
+    else:
+        validate_host(match["host"], "--registry")
     return value
 
 
 def validate_nfs_path(value: str) -> str:
     parts = PurePosixPath(value).parts
-    if not _NFS_PATH.match(value) or ".." in parts or "//" in value:
+    if not _NFS_PATH.fullmatch(value) or ".." in parts or "//" in value:
         raise InputError(
             f"invalid --nfs-path {value!r}: use an absolute export path such as /export/astrago "
             "(letters, digits, . _ - @ + /; no '..')"
@@ -124,25 +138,43 @@ def validate_nfs_path(value: str) -> str:
     return value
 
 
-def customer_values(name: str, ip: str, nfs_server: str, nfs_path: str, kube_context: str, registry: str) -> str:
-    """The text of a new customer's values file (comments included: people edit it)."""
-    # Validated values can still read as something else (a context named `yes`, `1e3`).
-    kube_context, ip, nfs_server, nfs_path = map(yaml.scalar, (kube_context, ip, nfs_server, nfs_path))
-    registry_line = f"  registry: {yaml.scalar(registry)}" if registry else '  registry: ""'
-    return f"""# Customer environment {name}: layered over environments/base and environments/prod.
-# Only what differs for this site belongs here. Secrets never do: see README "Secrets".
-cluster:
-  # The kube context `inv deploy --env {name}` must find as the current context.
-  kubeContext: {kube_context}
-  # The address users and the ingress reach the cluster on.
-  externalIP: {ip}
-nfs:
-  server: {nfs_server}
-  path: {nfs_path}
-offline:
-  # Site registry (host[:port]) that every image is pulled from; empty pulls from upstream.
-{registry_line}
-"""
+def validate_kube_context(value: str) -> str:
+    if not _KUBE_CONTEXT.fullmatch(value):
+        raise InputError(
+            f"invalid --kube-context {value!r}: use letters, digits and @ : . _ / - (at most 253 characters)"
+        )
+    return value
+
+
+def customer_settings(ip: str, nfs_server: str, nfs_path: str, kube_context: str, registry: str) -> dict[str, Any]:
+    """The settings a new customer's values file holds, as any YAML reader must read them back."""
+    return {
+        "cluster": {"kubeContext": kube_context, "externalIP": ip},
+        "nfs": {"server": nfs_server, "path": nfs_path},
+        "offline": {"registry": registry},
+    }
+
+
+def customer_values(name: str, settings: dict[str, Any]) -> str:
+    """The text of a new customer's values file: `settings` written by the YAML library (which
+    quotes what a reader would take for something else), with comments, since people edit it."""
+    doc = CommentedMap()
+    for section, entries in settings.items():
+        doc[section] = CommentedMap(entries)
+    doc.yaml_set_start_comment(
+        f"Customer environment {name}: layered over environments/base and environments/prod.\n"
+        'Only what differs for this site belongs here. Secrets never do: see README "Secrets".'
+    )
+    notes = {
+        ("cluster", "kubeContext"): f"The kube context `inv deploy --env {name}` must find as the current context.",
+        ("cluster", "externalIP"): "The address users and the ingress reach the cluster on.",
+        ("offline", "registry"): (
+            "Site registry (host[:port][/path]) that every image is pulled from; empty pulls from upstream."
+        ),
+    }
+    for (section, key), note in notes.items():
+        doc[section].yaml_set_comment_before_after_key(key, before=note, indent=2)
+    return EditedFile(doc).text()
 
 
 def init_customer(
@@ -159,17 +191,18 @@ def init_customer(
     ip = validate_ip(ip)
     nfs_server = validate_host(nfs_server, "--nfs-server")
     nfs_path = validate_nfs_path(nfs_path)
-    context = kube_context or name
-    if not re.fullmatch(r"[A-Za-z0-9@:._/-]{1,253}", context):
-        raise InputError(f"invalid --kube-context {context!r}")
+    context = validate_kube_context(name if kube_context is None else kube_context)
     if registry:
         validate_registry(registry)
     target = layout.customers_dir / name
     if target.exists():
         raise InputError(f"environment {name!r} already exists at {target}; nothing was written")
-    text = customer_values(name, ip, nfs_server, nfs_path, context, registry or "")
+    settings = customer_settings(ip, nfs_server, nfs_path, context, registry or "")
     with atomic.staging_dir(layout.customers_dir, name) as staged:
-        atomic.write_text(staged / "values.yaml", text)
+        atomic.write_text(staged / "values.yaml", customer_values(name, settings))
+        # What helmfile will read must be what was asked for, value by value and type by type.
+        if yaml.read(staged / "values.yaml") != settings:
+            raise AstragoError(f"environment {name!r}: values.yaml would not read back as given; nothing written")
         try:
             # rename() of a directory onto an existing non-empty one fails: no overwrite race.
             staged.rename(target)
@@ -197,6 +230,22 @@ def settings(layout: RepoLayout, env: Environment) -> dict[str, Any]:
     for folder in env.layer_dirs(layout):
         merged = deep_merge(merged, yaml.read_mapping(folder / "values.yaml", missing_ok=True))
     return merged
+
+
+def value_files(layout: RepoLayout, env: Environment) -> list[Path]:
+    """Every value file of the environment's layers that exists: `values.yaml`, `releases/*.yaml`."""
+    found: list[Path] = []
+    for folder in env.layer_dirs(layout):
+        found += [path for path in [folder / "values.yaml"] if path.is_file()]
+        found += sorted(path for path in (folder / "releases").glob("*.yaml") if path.is_file())
+    return found
+
+
+def check_value_files(layout: RepoLayout, env: Environment) -> None:
+    """Parse every value file of `env`: one that is not YAML is a one-line YamlError at its line
+    and column, before helmfile would print the parser's dump of the whole file."""
+    for path in value_files(layout, env):
+        yaml.read_all(path)
 
 
 def setting(layout: RepoLayout, env: Environment, dotted: str) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import atomic, yaml
-from astrago_deploy.core.errors import ConfigError
+from astrago_deploy.core.errors import ConfigError, YamlError
 from astrago_deploy.core.yaml import CommentedMap, EditedFile
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
@@ -44,28 +44,64 @@ class LockedChart:
         return pinned and bool(self.digest) and bool(self.tree)
 
 
+class LockEntryError(ConfigError):
+    """An entry of the lock is invalid: `line` (1-based, None when unknown) and `reason` say where
+    and what, so a check can show them as a diagnostic."""
+
+    def __init__(self, path: Path, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
 class VersionsLock:
     """The parsed lock; edits keep the original document's comments and layout."""
 
-    def __init__(self, path: Path, edited: EditedFile) -> None:
+    def __init__(self, path: Path, edited: EditedFile, text: str = "") -> None:
         self.path = path
         self._file = edited
         self._doc = edited.doc
+        self._lines = text.splitlines()
 
     @classmethod
     def load(cls, path: Path) -> VersionsLock:
         try:
-            edited = yaml.load_for_edit(path, expected="a mapping with a 'charts:' mapping")
+            text = yaml.read_text(path)
         except FileNotFoundError:
             doc = CommentedMap()
             doc["charts"] = CommentedMap()
             return cls(path, EditedFile(doc))
+        try:
+            edited = yaml.parse_for_edit(text, path, expected="a mapping with a 'charts:' mapping")
+        except YamlError as exc:
+            raise exc.with_fix("repair the lock there by hand; it is YAML") from exc
         doc = edited.doc
         if not isinstance(doc.get("charts"), (dict, type(None))):
             raise ConfigError(f"{path}: expected a mapping with a 'charts:' mapping")
         if doc.get("charts") is None:
             doc["charts"] = CommentedMap()
-        lock = cls(path, edited)
+        lock = cls(path, edited, text)
+        for name in lock._charts:
+            if not isinstance(name, str):
+                # `123:` would be the number 123, which no chart name lookup finds.
+                raise LockEntryError(
+                    path,
+                    lock.line_of(name),
+                    f"charts.{name}: a chart key must be the chart's name as a string; quote it ('{name}':)",
+                )
         lock.charts()  # validate every entry now, with file context
         return lock
 
@@ -83,33 +119,61 @@ class VersionsLock:
     def has(self, name: str) -> bool:
         return name in self._charts
 
-    def line_of(self, name: str) -> int | None:
+    def line_of(self, name: object) -> int | None:
         """The 1-based line of chart `name`'s entry, for messages that point at it."""
         try:
             return int(self._charts.lc.key(name)[0]) + 1
         except (KeyError, TypeError, AttributeError):  # a chart added in memory has no line
             return None
 
+    def _written(self, entry: Any, key: str) -> tuple[int | None, str]:
+        """The line of `entry[key]` and the value as the file spells it (for messages)."""
+        try:
+            line, column = entry.lc.value(key)
+        except (KeyError, TypeError, AttributeError):
+            return None, str(entry[key])
+        written = self._lines[line][column:].split(" #", 1)[0].strip() if line < len(self._lines) else ""
+        return line + 1, written or str(entry[key])
+
     def get(self, name: str) -> LockedChart:
         entry = self._charts.get(name)
         if entry is None:
             raise ConfigError(f"chart {name!r} is not in {self.path}")
+        line = self.line_of(name)
         if not isinstance(entry, dict):
-            raise ConfigError(f"{self.path}: charts.{name} must be a mapping")
+            raise LockEntryError(self.path, line, f"charts.{name} must be a mapping")
         unknown = sorted(set(map(str, entry)) - set(FIELDS))
         if unknown:
-            raise ConfigError(f"{self.path}: charts.{name} has unknown keys: {', '.join(unknown)}")
-        values = {key: str(entry.get(key) or "") for key in FIELDS}
-        if not _NAME.match(name):
-            raise ConfigError(f"{self.path}: chart name {name!r} is not a valid chart name")
+            raise LockEntryError(self.path, line, f"charts.{name} has unknown keys: {', '.join(unknown)}")
+        if not _NAME.fullmatch(name):
+            raise LockEntryError(self.path, line, f"chart name {name!r} is not a valid chart name")
+        values: dict[str, str] = {}
+        for key in FIELDS:
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                # `version: 1.10` is the number 1.1: refuse it rather than lock another version.
+                at, written = self._written(entry, key)
+                raise LockEntryError(
+                    self.path,
+                    at,
+                    f"charts.{name}.{key} is {_kind(value)}, not a string: quote it as upstream spells it "
+                    f'({key}: "{written}")',
+                )
+            values[key] = value or ""
         for key in ("repository", "version"):
             if not values[key]:
-                raise ConfigError(f"{self.path}: charts.{name}.{key} is missing")
+                raise LockEntryError(self.path, line, f"charts.{name}.{key} is missing")
         for key in ("digest", "manifest", "tree"):
-            if values[key] and not _SHA.match(values[key]):
-                raise ConfigError(f"{self.path}: charts.{name}.{key} must look like sha256:<64 hex digits>")
-        if not re.match(r"^(https?|oci|file)://", values["repository"]):
-            raise ConfigError(f"{self.path}: charts.{name}.repository must be an http(s):// or oci:// URL")
+            if values[key] and not _SHA.fullmatch(values[key]):
+                at = self._written(entry, key)[0]
+                raise LockEntryError(self.path, at, f"charts.{name}.{key} must look like sha256:<64 hex digits>")
+        if not re.match(r"(https?|oci)://", values["repository"]):
+            raise LockEntryError(
+                self.path,
+                self._written(entry, "repository")[0],
+                f"charts.{name}.repository must be an http(s):// or oci:// URL "
+                "(a local mirror is given by CHARTS_MIRROR, not by the lock)",
+            )
         return LockedChart(name=name, **values)
 
     def set(self, chart: LockedChart) -> None:

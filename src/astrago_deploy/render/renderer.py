@@ -24,7 +24,7 @@ from astrago_deploy import __version__
 from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.digests import path_digest
-from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model import environments
@@ -266,12 +266,32 @@ class Renderer:
     def render(self, envs: Sequence[Environment]) -> list[EnvironmentRender]:
         if not envs:
             return []
+        check_output_root(self.out_root, [env.name for env in envs])
+        for env in envs:
+            environments.check_value_files(self.layout, env)
         workers = parallelism(len(envs))
         jobs = [(env.name, functools.partial(self.render_environment, env)) for env in envs]
         results, failures = run_jobs(jobs, workers, "render")
         if failures:
             raise AstragoError("render failed:\n" + "\n".join(f"{name}: {exc}" for name, exc in failures))
         return results
+
+
+def check_output_root(out_root: Path, env_names: Sequence[str]) -> None:
+    """Refuse, before anything renders, an output folder that cannot hold the renders: a file
+    where it or one of `env_names`' folders belongs, or a file among its parents."""
+    fix = "give --out a folder (it is created when missing)"
+    if out_root.exists() and not out_root.is_dir():
+        raise InputError(f"output folder {out_root} is a file, not a folder: {fix}")
+    parent = out_root
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"output folder {out_root} cannot be created: {parent} is a file; {fix}")
+    for name in env_names:
+        folder = out_root / name
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder} is a file where the render of {name} goes: move it away, or {fix}")
 
 
 def _cached_summary(out_dir: Path, key: str) -> dict[str, Any] | None:

@@ -102,8 +102,8 @@ def outdated(ctx: Context, json_: bool = False, prereleases: bool = False, mirro
         "name": "Locked chart to upgrade",
         "to": "Exact version to upgrade to, as upstream spells it (default: the newest stable)",
         "no_pr": "Do not push or open a pull request",
-        "json": "Also write the JSON report to this file",
-        "dry_run": "Do everything in a throw-away worktree: report only, no branch, no commit",
+        "json": "Also write the JSON report to this file (its folder must exist)",
+        "dry_run": "Do everything in a throw-away worktree: report only (under .cache/), no branch, no commit",
         "mirror": MIRROR_HELP,
     }
 )

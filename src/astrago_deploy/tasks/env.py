@@ -30,7 +30,7 @@ def list_(ctx: Context) -> None:
         "nfs_server": "NFS server (IP or host name)",
         "nfs_path": "Absolute NFS export path",
         "kube_context": "Kube context deploys must run against (default: NAME)",
-        "registry": "Site registry host[:port] for offline installs (sets offline.registry)",
+        "registry": "Site registry host[:port][/path] for offline installs (sets offline.registry)",
     }
 )
 @user_errors

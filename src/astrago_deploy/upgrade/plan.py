@@ -37,6 +37,17 @@ class UpgradePlan:
         return f"chart/{self.chart.name}-{self.target}"
 
 
+def check_json_file(path: Path | None) -> None:
+    """`--json FILE` must name a file in an existing folder: refused before any work, since a
+    run (a dry run above all) writes nothing but its output."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"--json {path} is a folder: give the report's file name (nothing was done)")
+    if not path.parent.is_dir():
+        raise InputError(f"--json {path}: folder {path.parent} does not exist: create it first (nothing was done)")
+
+
 def resolve_target(vendor: ChartVendor, chart: LockedChart, to: str | None) -> tuple[str, list[ChartVersion]]:
     """The version to upgrade to (as upstream spells it) and the index entries for the changelog."""
     if chart.is_oci:

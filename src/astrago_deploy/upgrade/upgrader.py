@@ -36,7 +36,7 @@ from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.upgrade import analyze
 from astrago_deploy.upgrade import report as upgrade_report
 from astrago_deploy.upgrade.commit import commit_upgrade
-from astrago_deploy.upgrade.plan import UpgradeOptions, UpgradePlan, plan_upgrade
+from astrago_deploy.upgrade.plan import UpgradeOptions, UpgradePlan, check_json_file, plan_upgrade
 from astrago_deploy.upgrade.prepare import render_before
 from astrago_deploy.upgrade.publish import open_pull_request
 from astrago_deploy.upgrade.vendor import vendor_new_version
@@ -74,6 +74,7 @@ class Upgrader:
         self.tools = PinnedTools(layout)
 
     def run(self, options: UpgradeOptions) -> UpgradeResult | None:
+        check_json_file(options.json_file)
         lock_file = self.layout.cache_dir / "upgrade.lock"
         self.layout.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -103,10 +104,12 @@ class Upgrader:
             )
         self.log(f"upgrading {chart.name} {chart.version} -> {target} on branch {branch}")
 
-        t = time.monotonic()
-        envs, before = render_before(self.layout, vendor, self.tools, self.log)
-        timings["render before"] = time.monotonic() - t
         work = self.layout.cache_dir / "upgrades" / branch.replace("/", "_")
+        t = time.monotonic()
+        # A dry run leaves rendered/ and charts/external/ as they are: its "before" goes with its report.
+        before_dir = work / "before" if options.dry_run else self.layout.rendered_dir
+        envs, before = render_before(self.layout, vendor, self.tools, self.log, before_dir, not options.dry_run)
+        timings["render before"] = time.monotonic() - t
         commit = ""
         worktrees = self.layout.cache_dir / "worktrees"
         with self.repo.temp_worktree(start, worktrees, f"charts.upgrade {branch}") as tree_path:
