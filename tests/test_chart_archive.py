@@ -229,6 +229,16 @@ def test_a_200_mb_pax_header_is_refused_before_it_is_read(dest: Path) -> None:
         pytest.param(b"<html>502 Bad Gateway</html>", "not a gzip-compressed chart archive", id="not-an-archive"),
         pytest.param(b"", "not a gzip-compressed chart archive", id="no-bytes"),
         pytest.param(
+            tar_bytes([*chart_entries("evil", "0.1.0"), Entry("evil/values.yaml/x.yaml", data=b"x: 1\n")]),
+            "refused entry 'evil/values.yaml/x.yaml' (inside values.yaml, which is a file)",
+            id="file-below-a-file",
+        ),
+        pytest.param(
+            tar_bytes([*chart_entries("evil", "0.1.0"), Entry("evil/values.yaml", kind="dir")]),
+            "duplicate entry evil/values.yaml (a file and a folder)",
+            id="folder-over-a-file",
+        ),
+        pytest.param(
             oversized_header_tgz("longname", 70_000),
             "a GNU long name header of 70000 bytes, refused (at most 65536",
             id="gnu-longname-too-long",

@@ -163,7 +163,10 @@ def _extract(stream: gzip.GzipFile, dest: Path, label: str, limits: ExtractLimit
                     raise ArchiveError(f"{label}: entries in more than one top-level folder ({top!r}, {parts[0]!r})")
                 inner = parts[1:]
                 target = dest.joinpath(*inner) if inner else dest
+                _check_folders(dest, inner, member.name, label)
                 if member.isdir():
+                    if target.exists() and not target.is_dir():
+                        raise ArchiveError(f"{label}: duplicate entry {member.name} (a file and a folder)")
                     _make_dir(target)
                 elif member.isreg():
                     if not inner:
@@ -212,6 +215,15 @@ def _extract(stream: gzip.GzipFile, dest: Path, label: str, limits: ExtractLimit
     for folder, _dirs, _files in os.walk(dest):
         _make_dir(Path(folder))
     return top
+
+
+def _check_folders(dest: Path, inner: list[str], name: str, label: str) -> None:
+    """Refuse an entry below something the archive made a file (the write would fail on a
+    temporary path that means nothing to the user). No links exist yet: they come last."""
+    for depth in range(1, len(inner)):
+        folder = dest.joinpath(*inner[:depth])
+        if folder.exists() and not folder.is_dir():
+            raise ArchiveError(f"{label}: refused entry {name!r} (inside {'/'.join(inner[:depth])}, which is a file)")
 
 
 def _make_dir(path: Path) -> None:
