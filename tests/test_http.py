@@ -247,6 +247,37 @@ def test_a_retry_after_beyond_the_deadline_is_not_waited_for(site: Site) -> None
     assert len(site.requests) == 1
 
 
+def slow_redirects(handler: http.server.BaseHTTPRequestHandler, n: int) -> None:
+    time.sleep(0.3)
+    send(handler, 302, b"", Location=f"/hop/{n + 1}")
+
+
+def slow_refusals(handler: http.server.BaseHTTPRequestHandler, n: int) -> None:
+    time.sleep(0.6)
+    send(handler, 503, b"busy")
+
+
+@pytest.mark.parametrize(("reply", "status"), [(slow_redirects, 302), (slow_refusals, 503)])
+@pytest.mark.parametrize("call", ["get", "download_to"])
+def test_the_deadline_ends_redirect_hops_and_retried_statuses(
+    site: Site, tmp_path: Path, reply: Callable[..., None], status: int, call: str
+) -> None:
+    # Neither raises in urllib3's retry policy: the hop limit (30) and the status retries would
+    # otherwise run on, and a 503 handed over at the deadline claimed "after 5 attempts".
+    site.reply = reply
+    client = fetcher(deadline=1.0, retries=4)
+    with pytest.raises(FetchError) as caught:
+        if call == "get":
+            client.get(f"{site.url}/hop/0")
+        else:
+            client.download_to(f"{site.url}/hop/0", tmp_path / "x.tgz")
+    assert str(caught.value) == (
+        f"{site.url}/hop/0: not complete after the deadline of 1 s; the last reply was HTTP {status} "
+        "(a slow or stalled server: try again later or use a mirror; ASTRAGO_TIMEOUT_SCALE scales the deadline)"
+    )
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("value", ["soon", "Mon, 01 Jan 99999 00:00:00 GMT"])
 def test_an_unusable_retry_after_is_ignored_and_backed_off_instead(site: Site, value: str) -> None:
     # A year-99999 date made urllib3 raise a bare ValueError: a traceback in every task.

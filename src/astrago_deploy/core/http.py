@@ -42,7 +42,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -430,6 +430,7 @@ class Fetcher:
                         json=json_body,
                         stream=True,
                         timeout=(self.read_timeout, _within(self.read_timeout, ends)),
+                        hooks={"response": _deadline_hook(shown, self.total_deadline, ends)},
                     ) as resp:
                         status = resp.status_code
                         if status != 200 and status not in accept_status:
@@ -614,7 +615,12 @@ class _Download:
         timeout = self.fetcher.read_timeout
         creds = credentials_for(self.url, self.fetcher.environ)
         with self.fetcher.session.get(
-            self.url, auth=creds, headers=headers, stream=True, timeout=(timeout, _within(timeout, self.ends))
+            self.url,
+            auth=creds,
+            headers=headers,
+            stream=True,
+            timeout=(timeout, _within(timeout, self.ends)),
+            hooks={"response": _deadline_hook(self.shown, self.deadline, self.ends)},
         ) as resp:
             status = resp.status_code
             if status == 206 and self.received and _range_start(resp) == self.received:
@@ -690,6 +696,18 @@ def _too_slow(shown: str, deadline: float, detail: str) -> str:
         f"{shown}: not complete after the deadline of {deadline:g} s{why} "
         f"(a slow or stalled server: try again later or use a mirror; {TIMEOUT_SCALE_ENV} scales the deadline)"
     )
+
+
+def _deadline_hook(shown: str, deadline: float, ends: float) -> Callable[..., None]:
+    """A requests response hook (it sees every redirect hop, and a retried status handed over
+    once retries stopped) that ends the request once the deadline `ends` has passed."""
+
+    def check(resp: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        if time.monotonic() >= ends:
+            resp.close()
+            raise FetchError(_too_slow(shown, deadline, f"the last reply was HTTP {resp.status_code}"))
+
+    return check
 
 
 def _cause(exc: requests.RequestException) -> object:
