@@ -251,6 +251,9 @@ def test_outdated_lists_the_newest_tag(
     project, repository, _chart = pushed
     for version in ("0.2.0", "1.0.0", "1.1.0-rc.1"):
         registry.push(repository, chart_tgz("demo", version), "demo", version)
+    # A valid OCI tag (up to 128 characters) that is too long to become charts/external/NAME-VERSION.
+    long_tag = "9.0.0-" + "a" * 100
+    registry.push(repository, chart_tgz("demo", long_tag), "demo", long_tag)
 
     vendor = ChartVendor(project, Fetcher(mirror=Mirror(str(mirror))))
     rows = {row.name: row for row in vendor.outdated()}
