@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -174,7 +175,7 @@ def test_sync_from_a_hostile_repository_fails_in_one_line_and_changes_nothing(
         (
             "drip",
             {"ASTRAGO_TIMEOUT_SCALE": "0.005"},
-            "{url}/drip/index.yaml: not complete after the deadline of 3 s; {bytes} bytes read "
+            "{url}/drip/index.yaml: not complete after the deadline of 3 s; {detail} "
             "(a slow or stalled server: try again later or use a mirror; ASTRAGO_TIMEOUT_SCALE scales the deadline)",
         ),
         (
@@ -194,8 +195,9 @@ def test_outdated_against_a_hostile_repository_fails_in_one_line(
 
     line = one_line_error(inv(project.root, "charts.outdated", **env))
 
-    received = line.partition("; ")[2].partition(" bytes read")[0]
-    assert line == expected.format(url=hostile, bytes=received)
+    # What the drip had sent when the deadline came ("123 bytes read") varies; the rest may not.
+    pattern = re.escape(expected.format(url=hostile, detail="DETAIL")).replace("DETAIL", "[^;]+")
+    assert re.fullmatch(pattern, line), line
     assert state(project) == before
 
 
