@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tarfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,86 @@ def huge_declared_size_tgz(size: int, name: str = "evil", version: str = "0.1.0"
 def many_files_tgz(count: int, name: str = "crowd", version: str = "0.1.0") -> bytes:
     extra = [Entry(f"{name}/files/f{i:05d}.txt", data=f"{i}\n".encode()) for i in range(count)]
     return chart_tgz(name, version, extra=extra)
+
+
+def _header(kind: bytes, name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    info.mtime = MTIME
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
+
+
+def _members(entries: Iterable[Entry]) -> bytes:
+    """The tar blocks of `entries` (regular files and folders) without the end-of-archive marker."""
+    blocks = []
+    for entry in entries:
+        info = _info(entry)
+        blocks.append(info.tobuf(tarfile.GNU_FORMAT) + entry.data + _pad(len(entry.data)))
+    return b"".join(blocks)
+
+
+END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _gzip_stream(parts: Iterable[bytes]) -> bytes:
+    """gzip of the concatenated `parts`, compressed as they come (a 200 MB header stays cheap)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip framing, mtime 0; 1: fast
+    return b"".join([*(packer.compress(part) for part in parts), packer.flush()])
+
+
+def oversized_header_tgz(kind: str, size: int, name: str = "evil", version: str = "0.1.0") -> bytes:
+    """A valid chart preceded by one extended header whose content is `size` bytes: a pax
+    record (`kind="pax"`) or a GNU long name (`kind="longname"`) of that length."""
+
+    def content(chunk: bytes = b"a" * (1 << 20)) -> Iterable[bytes]:
+        if kind == "pax":
+            # A pax record counts its own length digits: "<len> comment=<value>\n".
+            length = size
+            head = f"{length} comment=".encode()
+            yield head
+            rest = size - len(head) - 1
+        else:
+            yield f"{name}/".encode()
+            rest = size - len(name) - 2
+        for _ in range(rest // len(chunk)):
+            yield chunk
+        yield chunk[: rest % len(chunk)]
+        yield b"\n" if kind == "pax" else b"\0"
+
+    header = (
+        _header(tarfile.XHDTYPE, "././@PaxHeader", size)
+        if kind == "pax"
+        else (_header(tarfile.GNUTYPE_LONGNAME, "././@LongLink", size))
+    )
+    chart = _members(chart_entries(name, version)) + END_OF_ARCHIVE
+    return _gzip_stream([header, *content(), _pad(size), chart])
+
+
+def header_run_tgz(count: int, name: str = "evil", version: str = "0.1.0") -> bytes:
+    """A valid chart whose first member follows `count` small pax headers in a row."""
+    record = b"19 comment=abcdefg\n"
+    pax = _header(tarfile.XHDTYPE, "././@PaxHeader", len(record)) + record + _pad(len(record))
+    return _gzip_stream([pax * count, _members(chart_entries(name, version)), END_OF_ARCHIVE])
+
+
+def sparse_tgz(pax: bool, name: str = "evil", version: str = "0.1.0") -> bytes:
+    """A valid chart plus one sparse file: an old GNU sparse member, or a pax 1.0 one."""
+    if not pax:
+        bad = _header(tarfile.GNUTYPE_SPARSE, f"{name}/templates/sparse.yaml", 0)
+        return _gzip_stream([_members(chart_entries(name, version)), bad, END_OF_ARCHIVE])
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in chart_entries(name, version):
+            archive.addfile(_info(entry), io.BytesIO(entry.data) if entry.kind == "file" else None)
+        info = _info(Entry(f"{name}/templates/sparse.yaml", data=b"1\n0\n2\nx:"))
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "2"}
+        archive.addfile(info, io.BytesIO(b"1\n0\n2\nx:"))
+    return _gzip_stream([raw.getvalue()])
 
 
 # --- Helm repositories ----------------------------------------------------------------------

@@ -7,8 +7,10 @@ destination.
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,12 @@ from .chart_fixtures import (
     chart_entries,
     chart_tgz,
     hardlink_tgz,
+    header_run_tgz,
     huge_declared_size_tgz,
     many_files_tgz,
+    oversized_header_tgz,
     reference_tree_digest,
+    sparse_tgz,
     special_file_tgz,
     symlink_outside_tgz,
     tar_bytes,
@@ -111,10 +116,46 @@ def test_the_top_folder_name_need_not_be_the_chart_name(dest: Path) -> None:
     assert (dest / "Chart.yaml").is_file()
 
 
-def test_an_uncompressed_tar_is_accepted_too(dest: Path) -> None:
+def test_an_uncompressed_tar_is_refused_in_one_line_as_helm_refuses_it(tmp_path: Path, dest: Path) -> None:
+    # `helm template x.tar` says "does not appear to be a gzipped archive": a chart is a .tgz.
     payload = tar_bytes(chart_entries("demo", "0.1.0"), compress=False)
+    archive = tmp_path / "demo-0.1.0.tgz"
+    archive.write_bytes(payload)
+    for given in (payload, archive):
+        with pytest.raises(ArchiveError) as caught:
+            extract_chart(given, dest, f"demo 0.1.0: {archive}")
+        assert str(caught.value) == (
+            f"demo 0.1.0: {archive}: not a gzip-compressed chart archive "
+            "(Helm charts are .tgz files; check the URL or file)"
+        )
+    assert list(dest.iterdir()) == []
+
+
+def test_extended_headers_within_the_bounds_are_read(dest: Path) -> None:
+    # Go's archive/tar (helm package) writes pax records for long names; they must still work.
+    long_name = "demo/templates/" + "n" * 150 + ".yaml"
+    payload = tar_bytes([*chart_entries("demo", "0.1.0"), Entry(long_name, data=b"a: 1\n")])
     assert extract_chart(payload, dest, "demo 0.1.0") == "demo"
-    assert (dest / "values.yaml").read_text() == "# Default values of demo.\ngreeting: hello\n"
+    assert (dest / "templates" / ("n" * 150 + ".yaml")).read_text() == "a: 1\n"
+    assert extract_chart(oversized_header_tgz("pax", 60_000, "demo"), dest.parent / "pax", "demo 0.1.0") == "demo"
+    assert extract_chart(header_run_tgz(8, "demo"), dest.parent / "run", "demo 0.1.0") == "demo"
+
+
+def test_a_200_mb_pax_header_is_refused_before_it_is_read(dest: Path) -> None:
+    # 200 MB of header compress to about 200 kB; tarfile alone reads all of it into memory.
+    payload = oversized_header_tgz("pax", 200_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError) as caught:
+            extract_chart(payload, dest, LABEL)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        f"{LABEL}: a pax header of 200000000 bytes, refused (at most 65536; Helm never writes such archives)"
+    )
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes: the header was read"
+    assert list(dest.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -185,7 +226,35 @@ def test_an_uncompressed_tar_is_accepted_too(dest: Path) -> None:
             id="huge-declared",
         ),
         pytest.param(tar_bytes([]), "the archive is empty", id="empty"),
-        pytest.param(b"<html>502 Bad Gateway</html>", "not a readable chart archive", id="not-an-archive"),
+        pytest.param(b"<html>502 Bad Gateway</html>", "not a gzip-compressed chart archive", id="not-an-archive"),
+        pytest.param(b"", "not a gzip-compressed chart archive", id="no-bytes"),
+        pytest.param(
+            tar_bytes([*chart_entries("evil", "0.1.0"), Entry("evil/values.yaml/x.yaml", data=b"x: 1\n")]),
+            "refused entry 'evil/values.yaml/x.yaml' (inside values.yaml, which is a file)",
+            id="file-below-a-file",
+        ),
+        pytest.param(
+            tar_bytes([*chart_entries("evil", "0.1.0"), Entry("evil/values.yaml", kind="dir")]),
+            "duplicate entry evil/values.yaml (a file and a folder)",
+            id="folder-over-a-file",
+        ),
+        pytest.param(
+            oversized_header_tgz("longname", 70_000),
+            "a GNU long name header of 70000 bytes, refused (at most 65536",
+            id="gnu-longname-too-long",
+        ),
+        pytest.param(
+            oversized_header_tgz("longname", 5000),
+            "(a path longer than a file system allows)",
+            id="longname-beyond-name-max",
+        ),
+        pytest.param(header_run_tgz(5000), "more than 8 extended headers in a row, refused", id="header-run"),
+        pytest.param(sparse_tgz(pax=False), "refused sparse file evil/templates/sparse.yaml", id="gnu-sparse"),
+        pytest.param(sparse_tgz(pax=True), "refused sparse file (pax GNU.sparse)", id="pax-sparse"),
+        pytest.param(
+            b"\x1f\x8b" + b"not really gzip", "corrupt or truncated archive (BadGzipFile", id="gzip-magic-only"
+        ),
+        pytest.param(gzip.compress(b"<html>not a tar</html>", mtime=0), "corrupt or truncated archive", id="gzip-of-html"),
         pytest.param(chart_tgz("evil", "0.1.0")[:300], "corrupt or truncated archive", id="truncated-gzip"),
     ],
 )

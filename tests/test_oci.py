@@ -170,7 +170,7 @@ def test_add_of_a_missing_tag_names_it_and_changes_nothing(registry: Registry, s
         ChartVendor(synced_project, Fetcher()).add("demo", repository, "9.9.9")
 
     assert str(caught.value) == (
-        f"demo: {repository}/demo: 9.9.9 not found\nnothing was changed (charts/external and the lock are as before)"
+        f"demo: {repository}/demo: 9.9.9 not found; nothing was changed (charts/external and the lock are as before)"
     )
     with pytest.raises(FetchError, match=r"^oci://127\.0\.0\.1:\d+/t[0-9a-f]+/demo: no such repository$"):
         OciClient(Fetcher()).tags(OciChart(registry.new_repository(), "demo"))
@@ -214,7 +214,7 @@ def test_a_moved_tag_fails_integrity_when_only_the_archive_is_pinned(
         ChartVendor(project, Fetcher()).sync()
 
     assert str(caught.value) == (
-        f"demo 0.1.0: archive sha256 {sha256(REPLACEMENT)} does not match the lock's {sha256(ORIGINAL)}\n"
+        f"demo 0.1.0: archive sha256 {sha256(REPLACEMENT)} does not match the lock's {sha256(ORIGINAL)}; "
         "nothing was changed (charts/external and the lock are as before)"
     )
     assert snapshot(project.root) == before
@@ -239,7 +239,7 @@ def test_a_tampered_registry_blob_fails_integrity_and_changes_nothing(
         blob.write_bytes(original)
 
     assert str(caught.value) == (
-        f"demo: chart layer digest mismatch (expected {chart.digest}, got {sha256(bytes(tampered))})\n"
+        f"demo: chart layer digest mismatch (expected {chart.digest}, got {sha256(bytes(tampered))}); "
         "nothing was changed (charts/external and the lock are as before)"
     )
     assert snapshot(project.root) == before
@@ -251,6 +251,9 @@ def test_outdated_lists_the_newest_tag(
     project, repository, _chart = pushed
     for version in ("0.2.0", "1.0.0", "1.1.0-rc.1"):
         registry.push(repository, chart_tgz("demo", version), "demo", version)
+    # A valid OCI tag (up to 128 characters) that is too long to become charts/external/NAME-VERSION.
+    long_tag = "9.0.0-" + "a" * 100
+    registry.push(repository, chart_tgz("demo", long_tag), "demo", long_tag)
 
     vendor = ChartVendor(project, Fetcher(mirror=Mirror(str(mirror))))
     rows = {row.name: row for row in vendor.outdated()}

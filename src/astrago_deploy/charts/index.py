@@ -4,10 +4,17 @@ Versions are kept as upstream spells them (`v25.3.4`, `4.11.0`); ordering is sem
 leading `v` ignored, for index entries and OCI tags alike (`newest_first`, `newest`).
 Pre-releases are considered only when asked for. Each repository index
 is fetched at most once per `IndexCache`.
+
+An index is untrusted input: a chart name or version becomes a folder name
+(`charts/external/NAME-VERSION`) and a branch name, so an entry is kept only when its name is
+a valid chart name and its version a plain version string, both of bounded length
+(`chart_name_problem`, `chart_version_problem`); any other entry, or one that is not a mapping
+with a list of URL strings, is left out as if the index did not list it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +28,30 @@ from astrago_deploy.core.http import Fetcher, redact_url, resolve_reference
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
+# Helm's rule for chart names (lower case, digits, `-`, `_`, `.`), at most a label value's 63
+# characters: `helm.sh/chart` labels carry it. Versions: semver's characters, a leading `v`.
+CHART_NAME = re.compile(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?")
+MAX_CHART_NAME = 63
+CHART_VERSION = re.compile(r"[0-9A-Za-z][-0-9A-Za-z_.+]*")
+MAX_CHART_VERSION = 64
+
+
+def chart_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a chart name (it becomes a folder and branch name), or None."""
+    if len(name) > MAX_CHART_NAME:
+        return f"longer than {MAX_CHART_NAME} characters"
+    if not CHART_NAME.fullmatch(name):
+        return "use lower-case letters, digits, '-', '_' and '.'"
+    return None
+
+
+def chart_version_problem(version: str) -> str | None:
+    """Why `version` cannot be a chart version (it becomes part of a folder name), or None."""
+    if len(version) > MAX_CHART_VERSION:
+        return f"longer than {MAX_CHART_VERSION} characters"
+    if not CHART_VERSION.fullmatch(version):
+        return "use letters, digits, '.', '-', '_' and '+'"
+    return None
 
 
 def parse_version(version: str) -> semver.Version | None:
@@ -135,24 +166,34 @@ def parse_index(url: str, payload: bytes) -> RepoIndex:
         raise FetchError(f"{redact_url(url)}/index.yaml has no 'entries' mapping")
     entries: dict[str, list[ChartVersion]] = {}
     for name, versions in doc["entries"].items():
-        parsed = []
-        for item in versions or []:
-            if not isinstance(item, dict) or "version" not in item:
-                continue
-            digest = str(item.get("digest") or "")
-            parsed.append(
-                ChartVersion(
-                    name=str(name),
-                    version=str(item["version"]),
-                    urls=tuple(str(u) for u in item.get("urls") or []),
-                    digest=f"sha256:{digest}" if digest and not digest.startswith("sha256:") else digest,
-                    app_version=str(item.get("appVersion") or ""),
-                    annotations={str(k): str(v) for k, v in (item.get("annotations") or {}).items()},
-                    raw=item,
-                )
-            )
-        entries[str(name)] = parsed
+        if not isinstance(name, str) or chart_name_problem(name) or not isinstance(versions, list):
+            continue
+        entries[name] = [entry for item in versions if (entry := _entry(name, item)) is not None]
     return RepoIndex(url, entries)
+
+
+def _entry(name: str, item: object) -> ChartVersion | None:
+    """One index entry of chart `name`, or None when it is malformed or names an unusable version."""
+    if not isinstance(item, dict):
+        return None
+    version = item.get("version")
+    # A YAML number (`version: 1.10`) is not how upstream spells a version: refuse it, as the lock does.
+    if not isinstance(version, str) or chart_version_problem(version):
+        return None
+    urls = item.get("urls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        return None
+    digest = str(item.get("digest") or "")
+    annotations = item.get("annotations")
+    return ChartVersion(
+        name=name,
+        version=version,
+        urls=tuple(urls),
+        digest=f"sha256:{digest}" if digest and not digest.startswith("sha256:") else digest,
+        app_version=str(item.get("appVersion") or ""),
+        annotations={str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {},
+        raw=item,
+    )
 
 
 class IndexCache:

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from astrago_deploy.charts.index import chart_version_problem
 from astrago_deploy.core.errors import FetchError, IntegrityError
 from astrago_deploy.core.http import Fetcher, host_port
 from astrago_deploy.registry.client import RegistryClient
@@ -69,7 +70,7 @@ class OciClient:
         environ = dict(fetcher.environ)
         self.mirror = environ.get("OCI_MIRROR", "").removeprefix("oci://")
         self.registry = RegistryClient(
-            environ, retries=fetcher.retries, backoff=fetcher.backoff, timeout=fetcher.timeout
+            environ, retries=fetcher.retries, backoff=fetcher.backoff, timeout=fetcher.read_timeout
         )
 
     def _located(self, chart: OciChart) -> Reference:
@@ -82,8 +83,11 @@ class OciClient:
             return self.registry.get_manifest(ref, accept=MANIFEST_TYPES).digest
 
     def tags(self, chart: OciChart) -> list[str]:
+        """The repository's tags that can be chart versions (a tag becomes a folder and branch
+        name; others are left out, as an index's unusable entries are)."""
         with _chart_errors(chart, "OCI manifest"):
-            return self.registry.tags(self._located(chart))
+            tags = self.registry.tags(self._located(chart))
+        return [tag for tag in tags if chart_version_problem(tag) is None]
 
     def pull(self, chart: OciChart, manifest_digest: str) -> tuple[bytes, str]:
         """The chart archive pinned by `manifest_digest`, and the archive's own digest."""

@@ -21,15 +21,25 @@ from urllib.parse import urlsplit
 import filelock
 
 from astrago_deploy.charts.archive import extract_chart
-from astrago_deploy.charts.index import ChartVersion, IndexCache, bump_kind, newest, parse_version
+from astrago_deploy.charts.index import (
+    ChartVersion,
+    IndexCache,
+    bump_kind,
+    chart_name_problem,
+    chart_version_problem,
+    newest,
+    parse_version,
+)
 from astrago_deploy.charts.oci import OciChart, OciClient
 from astrago_deploy.core import atomic, diagnostics, yaml
 from astrago_deploy.core.console import Progress
 from astrago_deploy.core.diagnostics import Diagnostic, shown_path
 from astrago_deploy.core.digests import tree_digest
 from astrago_deploy.core.errors import (
+    ArchiveError,
     AstragoError,
     ConfigError,
+    FetchError,
     FileAccessError,
     HelmfileError,
     InputError,
@@ -119,6 +129,7 @@ class ChartVendor:
             if chart.digest and digest != chart.digest:
                 raise IntegrityError(f"{label}: archive sha256 {digest} does not match the lock's {chart.digest}")
             updated = dataclasses.replace(chart, manifest=manifest, digest=digest, url="")
+            source = f"{chart.repository}/{chart.name}"
         else:
             url, expected = chart.url, chart.digest
             if not url or not expected:
@@ -134,10 +145,12 @@ class ChartVendor:
             except IntegrityError as exc:
                 raise IntegrityError(f"{label}: archive {exc}") from None
             updated = dataclasses.replace(chart, url=url, digest=actual)
+            source = redact_url(url)
         self.progress.step(chart.name, "extracting")
         tree = target / "tree"
         tree.mkdir()
-        top = extract_chart(payload, tree, label)
+        # Named with where the archive came from: a bad one says which URL served it.
+        top = extract_chart(payload, tree, f"{label}: {source}")
         self._check_chart_yaml(tree, chart, top, label)
         digest_now = tree_digest(tree)
         if chart.tree and digest_now != chart.tree:
@@ -170,9 +183,10 @@ class ChartVendor:
         staged, failures = run_jobs(jobs, workers, "vendor")
         if failures:
             lines = [str(exc) if str(exc).startswith(name) else f"{name}: {exc}" for name, exc in failures]
-            message = "\n".join(lines) + "\nnothing was changed (charts/external and the lock are as before)"
+            unchanged = "nothing was changed (charts/external and the lock are as before)"
+            message = f"{lines[0]}; {unchanged}" if len(lines) == 1 else "\n".join([*lines, unchanged])
             # One failure keeps its kind (integrity, fetch, archive) for callers that care.
-            kind = type(failures[0][1]) if len(failures) == 1 else AstragoError
+            kind = _message_kind(failures[0][1]) if len(failures) == 1 else AstragoError
             raise kind(message)
         return staged
 
@@ -232,8 +246,12 @@ class ChartVendor:
     # --- add ----------------------------------------------------------------------------
     def add(self, name: str, repository: str, version: str) -> LockedChart:
         """Resolve `name` `version` in `repository`, vendor it and lock it."""
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?", name):
-            raise InputError(f"invalid chart name {name!r}")
+        problem = chart_name_problem(name)
+        if problem:
+            raise InputError(f"invalid chart name {_shortened(name)}: {problem}")
+        problem = chart_version_problem(version)
+        if problem:
+            raise InputError(f"invalid --version {_shortened(version)}: {problem}")
         if "@" in urlsplit(repository).netloc:
             # The lock is committed: credentials go in the environment, never in the URL.
             raise InputError(
@@ -397,6 +415,20 @@ class ChartVendor:
                 )
             )
         return rows
+
+
+def _message_kind(exc: AstragoError) -> type[AstragoError]:
+    """The nearest kind of `exc` that is built from a message alone (a `FileAccessError` or a
+    `CommandError` takes more), so a batch can raise its summary as the same kind of failure."""
+    for kind in type(exc).__mro__:
+        if kind in (IntegrityError, FetchError, ArchiveError, InputError, ConfigError):
+            return kind
+    return AstragoError
+
+
+def _shortened(text: str, keep: int = 80) -> str:
+    """`text` quoted for a message, cut to `keep` characters (an over-long name would fill the screen)."""
+    return repr(text) if len(text) <= keep else f"{text[:keep]!r}... ({len(text)} characters)"
 
 
 def default_vendor(
