@@ -290,3 +290,12 @@ def test_an_unreadable_patch_is_named_with_its_line(patches_dir: Path, kustomize
     assert status.status == "failed"
     assert status.reason.startswith("patches/demo/broken.yaml:") and "not valid YAML" in status.reason
     assert "\n" not in status.reason
+
+
+def test_an_unreadable_kustomization_is_named_relative_to_the_checkout(
+    patches_dir: Path, kustomizer: patching.Kustomizer
+) -> None:
+    write(patches_dir / "demo", {"kustomization.yaml": "patches: [\n"})
+    [status] = check(patches_dir, kustomizer)
+    assert (status.patch, status.status) == ("patches/demo/kustomization.yaml", "failed")
+    assert ":2: not valid YAML" in status.reason and "\n" not in status.reason

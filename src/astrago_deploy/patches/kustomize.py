@@ -285,7 +285,8 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
             kustomization = load_kustomization(layer)
             layer_entries = entries(layer)
         except ConfigError as exc:
-            results.append(PatchStatus(release, env, str(kustomization_file(layer) or layer), "-", "failed", str(exc)))
+            label = _relative(kustomization_file(layer) or layer, root)
+            results.append(PatchStatus(release, env, label, "-", "failed", yaml.first_line(str(exc))))
             continue
         if not current.strip():
             reason = f"{release} renders nothing in {env}"
@@ -305,16 +306,15 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
                 if exc.problem is not None:
                     raise
                 reason = f"its patches fail together: {kustomize_reason(exc)}"
-                results.append(
-                    PatchStatus(release, env, _relative(kustomization_file(layer), root), "-", "failed", reason)
-                )
+                label = _relative(kustomization_file(layer) or layer, root)
+                results.append(PatchStatus(release, env, label, "-", "failed", reason))
                 break
         current = combined
     return results
 
 
-def _relative(path: Path | None, root: Path) -> str:
-    return str(path.relative_to(root)) if path is not None and path.is_relative_to(root) else str(path)
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _check_layer(
