@@ -15,7 +15,6 @@ from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.patches import check as patch_check
-from astrago_deploy.patches import kustomize as patching
 from astrago_deploy.render.manifests import load_documents
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
@@ -210,16 +209,17 @@ def test_patches_new_refuses_a_resource_that_is_not_rendered(synced_project: Rep
         patch_check.find_resource(synced_project, "nginx", "Deployment", "x", ["dev"])
 
 
-def test_target_selectors() -> None:
-    doc = {"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": "web-1", "namespace": "a", "labels": {"tier": "front", "app": "web"}}}
-    assert patching.Target(kind="Deployment", name="web-.*").matches(doc)
-    assert not patching.Target(kind="Deployment", name="web-.*", exact=True).matches(doc)
-    assert patching.Target(group="apps", version="v1", label_selector="tier=front,app in (web, api)").matches(doc)
-    assert not patching.Target(label_selector="tier!=front").matches(doc)
-    assert not patching.Target(label_selector="!app").matches(doc)
-    assert not patching.Target(kind="StatefulSet").matches(doc)
-    assert not patching.Target(namespace="b").matches(doc)
+def test_a_bad_regex_in_a_target_is_one_line_naming_the_patch(synced_project: RepoLayout) -> None:
+    kustomization = synced_project.patches_dir / "gpu-operator" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace(
+        "name: gpu-operator-node-feature-discovery-gc", "name: gpu-operator-(nfd|node-feature-discovery-gc"))
+    proc = inv(synced_project, "patches.check", "--release", "gpu-operator", "--env", "dev")
+    assert proc.returncode == 1
+    [line] = [line for line in proc.stdout.splitlines() if line.startswith("failed")]
+    assert line.startswith("failed   patches/gpu-operator/nfd-gc-nodefeaturegroups-rule.yaml  ->  ")
+    assert "error parsing regexp: missing closing )" in line
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: 1 patch(es) stale or failed"
 
 
 def test_unknown_release_is_refused(synced_project: RepoLayout, tmp_path: Path) -> None:

@@ -1,17 +1,22 @@
 """Checking the repository's patches against fresh, unpatched renders (inv patches.check).
 
 Each environment is rendered once with patches switched off (the post-renderer's
-`ASTRAGO_PATCHES=off`), cached under .cache/unpatched; every patch is then tried on its own
-against what it targets. The same results feed the upgrade report.
+`ASTRAGO_PATCHES=off`), cached under .cache/unpatched; every patch is then built by kustomize
+on its own over the release it patches (see `kustomize.check`), one release and environment
+per job, as many jobs at once as there are cores. The same results feed the upgrade report.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model import environments
 from astrago_deploy.model.releases import declared_releases
 from astrago_deploy.patches import kustomize as patching
@@ -52,13 +57,27 @@ def check_patches(
     out_root = layout.cache_dir / "unpatched"
     unpatched_renderer(layout, tools).render(envs)
     kustomizer = patching.Kustomizer(tools.path("kubectl"), tools.env())
-    results: list[patching.PatchStatus] = []
-    for env in envs:
-        for release in wanted:
-            manifests_file = out_root / env.name / f"{release}.yaml"
-            manifests = manifests_file.read_text(encoding="utf-8") if manifests_file.is_file() else ""
-            results += patching.check(layout.patches_dir, release, env.name, manifests, kustomizer)
-    return results
+    jobs = [
+        (
+            f"{release} ({env.name})",
+            functools.partial(_check_release, layout.patches_dir, release, env.name, out_root, kustomizer),
+        )
+        for env in envs
+        for release in wanted
+    ]
+    # Each job is a few `kubectl kustomize` runs, light next to the helm renders before them.
+    checked, failures = run_jobs(jobs, min(len(jobs), os.cpu_count() or 1), "patches")
+    if failures:
+        raise failures[0][1]
+    return [status for statuses in checked for status in statuses]
+
+
+def _check_release(
+    patches_dir: Path, release: str, env: str, out_root: Path, kustomizer: patching.Kustomizer
+) -> list[patching.PatchStatus]:
+    manifests_file = out_root / env / f"{release}.yaml"
+    manifests = manifests_file.read_text(encoding="utf-8") if manifests_file.is_file() else ""
+    return patching.check(patches_dir, release, env, manifests, kustomizer)
 
 
 def grouped(results: Sequence[patching.PatchStatus]) -> list[GroupedStatus]:

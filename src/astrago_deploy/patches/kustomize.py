@@ -5,8 +5,11 @@ resources) applies to that release in every environment; `patches/<release>/<env
 patches for one environment. The kustomizations are standard ones: the rendered manifests are
 injected as their first resource, and the pinned kubectl's built-in kustomize builds them.
 
-`check` tells, for every patch, whether it applies and whether it changes anything. Kustomize
-skips a selector-targeted patch that matches nothing without a word; here that is "stale".
+`check` tells, for every patch, whether it applies and whether it changes anything, and asks
+kustomize rather than re-implementing it: which resources a target selects (regular
+expressions, label and annotation selectors) and what a strategic-merge patch names are
+kustomize's business, and the post-renderer uses that same kustomize. Kustomize skips a
+selector-targeted patch that matches nothing without a word; here that is "stale".
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,71 +25,28 @@ from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.errors import ConfigError, KubectlError
 from astrago_deploy.core.yaml import CommentedMap, CommentedSeq
-from astrago_deploy.render.manifests import load_documents
+from astrago_deploy.render.manifests import load_documents, resource_id
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 RENDERED = "rendered-manifests.yaml"
+# The annotation a probe patch adds to every resource a target selects (see `_count_matches`).
+PROBE_ANNOTATION = "astrago.patch-check/probe-{index}"
+# Longer kustomize messages (one that quotes a whole inline patch) are cut here.
+REASON_LIMIT = 300
 
 
 @dataclass(frozen=True)
 class Target:
-    group: str = ""
-    version: str = ""
+    """What a patch names as its target, for the report; kustomize does the selecting."""
+
     kind: str = ""
     name: str = ""
     namespace: str = ""
     label_selector: str = ""
-    annotation_selector: str = ""
-    exact: bool = False  # names from a strategic-merge patch match literally, selectors as regexes
 
     def describe(self) -> str:
-        parts = [self.kind or "*", self.namespace + "/" if self.namespace else "", self.name or "*"]
-        text = f"{parts[0]}/{parts[1]}{parts[2]}"
-        if self.label_selector:
-            text += f" [{self.label_selector}]"
-        return text
-
-    def matches(self, doc: dict[str, Any]) -> bool:
-        api = str(doc.get("apiVersion", ""))
-        group, _, version = api.rpartition("/")
-        meta = doc.get("metadata") or {}
-        checks = [
-            (self.kind, str(doc.get("kind", ""))),
-            (self.group, group),
-            (self.version, version),
-            (self.namespace, str(meta.get("namespace") or "")),
-        ]
-        if any(want and not re.fullmatch(want, have) for want, have in checks[:3]):
-            return False
-        for want, have in ((self.namespace, checks[3][1]), (self.name, str(meta.get("name", "")))):
-            if want and (want != have if self.exact else not re.fullmatch(want, have)):
-                return False
-        return _selector_matches(self.label_selector, meta.get("labels") or {}) and _selector_matches(
-            self.annotation_selector, meta.get("annotations") or {}
-        )
-
-
-def _selector_matches(selector: str, values: dict[str, Any]) -> bool:
-    for term in filter(None, (t.strip() for t in re.split(r",(?![^(]*\))", selector))):
-        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
-            options = {o.strip() for o in m[3].split(",")}
-            present = m[1] in values and str(values[m[1]]) in options
-            if present != (m[2] == "in"):
-                return False
-        elif term.startswith("!"):
-            if term[1:] in values:
-                return False
-        elif "!=" in term:
-            key, value = term.split("!=", 1)
-            if str(values.get(key.strip())) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if str(values.get(key.strip())) != value.strip():
-                return False
-        elif term not in values:
-            return False
-    return True
+        text = f"{self.kind or '*'}/{self.namespace + '/' if self.namespace else ''}{self.name or '*'}"
+        return f"{text} [{self.label_selector}]" if self.label_selector else text
 
 
 @dataclass(frozen=True)
@@ -100,12 +59,30 @@ class PatchEntry:
     raw: Any  # the entry itself
 
     @property
+    def inline_text(self) -> str | None:
+        """The patch itself when it is written in the kustomization rather than in a file."""
+        if isinstance(self.raw, dict) and isinstance(self.raw.get("patch"), str):
+            return str(self.raw["patch"])
+        # patchesStrategicMerge takes a file name or, as a multi-line string, the patch.
+        if isinstance(self.raw, str) and "\n" in self.raw.strip():
+            return self.raw
+        return None
+
+    @property
     def file(self) -> Path | None:
+        if self.inline_text is not None:
+            return None
         if isinstance(self.raw, str):
             return self.layer / self.raw
         if isinstance(self.raw, dict) and isinstance(self.raw.get("path"), str):
             return self.layer / str(self.raw["path"])
         return None
+
+    @property
+    def selector(self) -> dict[str, Any] | None:
+        """The entry's `target:` as written, if it has one."""
+        target = self.raw.get("target") if isinstance(self.raw, dict) else None
+        return target if isinstance(target, dict) else None
 
     def label(self, root: Path) -> str:
         if self.file is not None:
@@ -115,49 +92,43 @@ class PatchEntry:
         return f"{where} {self.field}[{self.index}] (inline)"
 
     def patch_text(self) -> str:
+        inline = self.inline_text
+        if inline is not None:
+            return inline
         if self.file is not None:
             try:
                 return yaml.read_text(self.file)
             except FileNotFoundError as exc:
                 raise ConfigError(f"{self.file}: patch file does not exist") from exc
-        if isinstance(self.raw, dict) and isinstance(self.raw.get("patch"), str):
-            return str(self.raw["patch"])
         raise ConfigError(f"{kustomization_file(self.layer)}: {self.field}[{self.index}] has neither path nor patch")
 
-    def target(self) -> Target:
-        """The explicit target selector, or the resource the strategic-merge patch names."""
-        if isinstance(self.raw, dict) and isinstance(self.raw.get("target"), dict):
-            t = self.raw["target"]
-            for key in ("group", "version", "kind", "name", "namespace"):
-                # kustomize reads these as regular expressions; so does Target.matches.
-                try:
-                    re.compile(str(t.get(key, "")))
-                except re.error as exc:
-                    where = f"{self.label(self.layer)}: target.{key} {t.get(key)!r}"
-                    raise ConfigError(f"{where} is not a valid regular expression ({exc})") from exc
+    def strategic_merge_documents(self, root: Path) -> list[dict[str, Any]]:
+        """The resources a patch without `target:` names (one per document), read as kustomize
+        reads them; a ConfigError if the patch cannot be read."""
+        docs = [d for d in yaml.load_all(self.patch_text(), self.label(root)) if d is not None]
+        return [d for d in docs if isinstance(d, dict)]
+
+    def describe_target(self, root: Path) -> str:
+        """The target for the report: the selector as written, or what the patch names."""
+        if (t := self.selector) is not None:
             return Target(
-                str(t.get("group", "")),
-                str(t.get("version", "")),
-                str(t.get("kind", "")),
-                str(t.get("name", "")),
-                str(t.get("namespace", "")),
-                str(t.get("labelSelector", "")),
-                str(t.get("annotationSelector", "")),
+                str(t.get("kind") or ""),
+                str(t.get("name") or ""),
+                str(t.get("namespace") or ""),
+                str(t.get("labelSelector") or ""),
+            ).describe()
+        try:
+            docs = self.strategic_merge_documents(root)
+        except ConfigError:
+            return "-"
+        named = []
+        for doc in docs:
+            meta = doc.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            named.append(
+                Target(str(doc.get("kind") or ""), str(meta.get("name") or ""), str(meta.get("namespace") or ""))
             )
-        text = self.patch_text()
-        docs = [d for d in yaml.load_all(text, self.label(self.layer)) if d is not None]
-        if len(docs) != 1 or not isinstance(docs[0], dict):
-            if docs and isinstance(docs[0], list):
-                raise ConfigError(f"{self.label(self.layer)}: a JSON 6902 patch needs a `target:` in the kustomization")
-            raise ConfigError(f"{self.label(self.layer)}: expected one resource in the patch")
-        doc = docs[0]
-        meta = doc.get("metadata") or {}
-        api = str(doc.get("apiVersion", ""))
-        group, _, version = api.rpartition("/")
-        if not doc.get("kind") or not meta.get("name"):
-            raise ConfigError(f"{self.label(self.layer)}: a strategic-merge patch must name kind and metadata.name")
-        namespace = str(meta.get("namespace") or "")
-        return Target(group, version, str(doc["kind"]), str(meta["name"]), namespace, exact=True)
+        return ", ".join(target.describe() for target in named) or "-"
 
 
 def kustomization_file(folder: Path) -> Path | None:
@@ -200,7 +171,10 @@ class Kustomizer:
         self.env = env
 
     def build(self, manifests: str, layers: list[tuple[Path, dict[str, Any]]]) -> str:
-        """Apply each (folder, kustomization) in turn on top of `manifests`."""
+        """Apply each (folder, kustomization) in turn on top of `manifests`.
+
+        A KubectlError names the real folders, not the temporary copies kustomize ran on.
+        """
         with tempfile.TemporaryDirectory(prefix="astrago-kustomize-") as tmp:
             work = Path(tmp)
             base = work / "base"
@@ -208,9 +182,11 @@ class Kustomizer:
             (base / RENDERED).write_text(manifests, encoding="utf-8")
             (base / "kustomization.yaml").write_text(yaml.dump({"resources": [RENDERED]}), encoding="utf-8")
             previous = "../base"
+            copies: dict[str, Path] = {}
             for index, (folder, kustomization) in enumerate(layers):
                 copy = work / f"layer{index}"
                 shutil.copytree(folder, copy)
+                copies[str(copy)] = folder
                 for name in KUSTOMIZATION_NAMES:
                     (copy / name).unlink(missing_ok=True)
                 data = dict(kustomization)
@@ -221,7 +197,30 @@ class Kustomizer:
             command = Command(
                 [str(self.kubectl), "kustomize", str(top)], work, self.env, KubectlError, timeout=Timeouts.KUSTOMIZE
             )
-            return command.run().stdout
+            try:
+                return command.run().stdout
+            except KubectlError as exc:
+                stderr = exc.stderr
+                for copy_path, folder in copies.items():
+                    stderr = stderr.replace(copy_path, str(folder))
+                argv = [str(self.kubectl), "kustomize", "<" + ", ".join(str(folder) for folder, _ in layers) + ">"]
+                raise KubectlError(
+                    argv, exc.returncode, exc.stdout, stderr, problem=exc.problem, output=exc.output, log=exc.log
+                ) from exc
+
+
+def kustomize_reason(exc: KubectlError) -> str:
+    """Kustomize's complaint in one line: without its `error:` prefix, the configuration it
+    quotes back whole, deprecation warnings, or line breaks."""
+    if exc.problem is not None:
+        return exc.headline()
+    lines = [line for line in exc.stderr.splitlines() if not line.startswith("# Warning:")]
+    text = re.sub(r"\s*with config: `[^`]*`", "", "\n".join(lines))
+    text = " ".join(text.split())
+    text = re.sub(r"^(error|Error):\s*", "", text)
+    if not text:
+        return exc.headline()
+    return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 3] + "..."
 
 
 def apply(patches_dir: Path, release: str, env: str, manifests: str, kustomizer: Kustomizer) -> str:
@@ -229,7 +228,13 @@ def apply(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
     layers = patch_layers(patches_dir, release, env)
     if not layers or not manifests.strip():
         return manifests
-    return kustomizer.build(manifests, [(layer, load_kustomization(layer)) for layer in layers])
+    try:
+        return kustomizer.build(manifests, [(layer, load_kustomization(layer)) for layer in layers])
+    except KubectlError as exc:
+        if exc.problem is not None:
+            raise
+        where = ", ".join(str(kustomization_file(layer)) for layer in layers)
+        raise ConfigError(f"{where}: kustomize: {kustomize_reason(exc)} (see `inv patches.check`)") from exc
 
 
 @dataclass(frozen=True)
@@ -246,66 +251,169 @@ class PatchStatus:
         return self.status == "applied"
 
 
-def _only(kustomization: dict[str, Any], entry: PatchEntry) -> dict[str, Any]:
-    """The kustomization with this one patch and nothing else that transforms."""
-    return {"patches" if entry.field == "patches" else entry.field: [entry.raw]}
+def _only(entry: PatchEntry) -> dict[str, Any]:
+    """A kustomization with this one patch and nothing else that transforms."""
+    return {entry.field: [entry.raw]}
 
 
-def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer: Kustomizer) -> Iterator[PatchStatus]:
-    """Every patch of `release` in `env`, each checked on its own against what it patches."""
+def _resources(manifests: str) -> dict[str, str]:
+    """Resource id -> canonical text, to compare what kustomize returns with what it was given."""
+    return {
+        f"{doc.get('apiVersion', '')}:{resource_id(doc)}": yaml.dump(doc, sort_keys=True)
+        for doc in load_documents(manifests)
+    }
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> int:
+    return sum(before.get(key) != after.get(key) for key in before.keys() | after.keys())
+
+
+def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer: Kustomizer) -> list[PatchStatus]:
+    """Every patch of `release` in `env`, each built by kustomize on its own over what it patches.
+
+    A patch kustomize refuses is failed (with kustomize's words); one whose output equals its
+    input is stale, and one more kustomize run over all of a layer's stale patches at once
+    tells whether their targets select anything. Patches of an environment's layer are checked
+    against the output of the release-wide one, as the post-renderer applies them.
+    """
     root = patches_dir.parent
+    layers = patch_layers(patches_dir, release, env)
+    results: list[PatchStatus] = []
     current = manifests
-    for layer in patch_layers(patches_dir, release, env):
+    for layer in layers:
         try:
             kustomization = load_kustomization(layer)
             layer_entries = entries(layer)
         except ConfigError as exc:
-            yield PatchStatus(release, env, str(kustomization_file(layer) or layer), "-", "failed", str(exc))
+            label = _relative(kustomization_file(layer) or layer, root)
+            results.append(PatchStatus(release, env, label, "-", "failed", yaml.first_line(str(exc))))
             continue
-        docs = load_documents(current)
-        for entry in layer_entries:
-            label = entry.label(root)
+        if not current.strip():
+            reason = f"{release} renders nothing in {env}"
+            results += [
+                PatchStatus(release, env, e.label(root), e.describe_target(root), "stale", reason)
+                for e in layer_entries
+            ]
+            continue
+        checked, combined = _check_layer(root, layer, kustomization, layer_entries, current, kustomizer)
+        results += [PatchStatus(release, env, *result) for result in checked]
+        if any(result[2] == "failed" for result in checked):
+            break  # the layer does not build; the ones above it build on it
+        if combined is None:
             try:
-                target = entry.target()
-            except ConfigError as exc:
-                yield PatchStatus(release, env, label, "-", "failed", str(exc).split(": ", 1)[-1])
-                continue
-            matched = [d for d in docs if target.matches(d)]
-            if not matched:
-                yield PatchStatus(
-                    release,
-                    env,
-                    label,
-                    target.describe(),
-                    "stale",
-                    "its target is not in the rendered release (renamed or removed upstream?)",
-                )
-                continue
-            try:
-                patched = kustomizer.build(current, [(layer, _only(kustomization, entry))])
+                combined = kustomizer.build(current, [(layer, kustomization)])
             except KubectlError as exc:
-                reason = yaml.first_line(exc.stderr.replace("Error: ", "")) or "kustomize failed"
-                yield PatchStatus(release, env, label, target.describe(), "failed", reason)
-                continue
-            if _canonical(load_documents(patched)) == _canonical(docs):
-                yield PatchStatus(
-                    release,
-                    env,
-                    label,
-                    target.describe(),
-                    "stale",
-                    f"matches {len(matched)} resource(s) but changes nothing (already upstream?)",
-                )
-                continue
-            yield PatchStatus(release, env, label, target.describe(), "applied", f"changes {len(matched)} resource(s)")
+                if exc.problem is not None:
+                    raise
+                reason = f"its patches fail together: {kustomize_reason(exc)}"
+                label = _relative(kustomization_file(layer) or layer, root)
+                results.append(PatchStatus(release, env, label, "-", "failed", reason))
+                break
+        current = combined
+    return results
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _check_layer(
+    root: Path,
+    layer: Path,
+    kustomization: dict[str, Any],
+    layer_entries: list[PatchEntry],
+    current: str,
+    kustomizer: Kustomizer,
+) -> tuple[list[tuple[str, str, str, str]], str | None]:
+    """(patch, target, status, reason) per entry, and the whole layer's output when the one
+    per-patch build was exactly that build (None when it still has to be run)."""
+    before = _resources(current)
+    results: list[tuple[str, str, str, str]] = []
+    unchanged: list[int] = []
+    combined: str | None = None
+    rest = {key: value for key, value in kustomization.items() if key not in ("apiVersion", "kind")}
+    for position, entry in enumerate(layer_entries):
+        label, target = entry.label(root), entry.describe_target(root)
         try:
-            current = kustomizer.build(current, [(layer, kustomization)])
-        except KubectlError:
-            break  # the failing patch was reported above
+            patched = kustomizer.build(current, [(layer, _only(entry))])
+        except KubectlError as exc:
+            if exc.problem is not None:
+                raise  # kubectl timed out or could not start: not the patch's fault
+            results.append((label, target, "failed", _failure_reason(entry, root, exc)))
+            continue
+        if len(layer_entries) == 1 and rest == _only(entry):
+            combined = patched
+        changed = _changed(before, _resources(patched))
+        if changed:
+            results.append((label, target, "applied", f"changes {changed} resource(s)"))
+        else:
+            unchanged.append(position)
+            results.append((label, target, "stale", "changes nothing"))
+    matches = _count_matches(layer, [layer_entries[i] for i in unchanged], current, kustomizer)
+    for position in unchanged:
+        entry = layer_entries[position]
+        label, target, _, _ = results[position]
+        results[position] = (label, target, "stale", _stale_reason(entry, root, matches))
+    return results, combined
 
 
-def _canonical(docs: list[dict[str, Any]]) -> list[str]:
-    return sorted(yaml.dump(d, sort_keys=True) for d in docs)
+def _stale_reason(entry: PatchEntry, root: Path, matches: dict[tuple[str, int], int]) -> str:
+    if entry.selector is not None:
+        count = matches.get((entry.field, entry.index))
+    else:
+        # Kustomize refuses a strategic-merge patch whose resource is missing, so each
+        # document of this one found its resource.
+        try:
+            count = len(entry.strategic_merge_documents(root))
+        except ConfigError:
+            count = None
+    if count == 0:
+        return "its target is not in the rendered release (renamed or removed upstream?)"
+    if count is None:
+        return "changes nothing"
+    return f"matches {count} resource(s) but changes nothing (already upstream?)"
+
+
+def _count_matches(
+    layer: Path, stale: list[PatchEntry], current: str, kustomizer: Kustomizer
+) -> dict[tuple[str, int], int]:
+    """For each stale entry with a `target:`, how many resources kustomize selects with it.
+
+    One build for all of them: each target gets a strategic-merge probe that only adds its own
+    annotation, so counting the annotation counts the matches. Empty if the probe build fails.
+    """
+    probes = [
+        ((entry.field, entry.index), entry.selector, PROBE_ANNOTATION.format(index=f"{entry.field}-{entry.index}"))
+        for entry in stale
+        if entry.selector is not None
+    ]
+    if not probes:
+        return {}
+    probe_patches = [
+        {
+            "target": selector,
+            "patch": yaml.dump(
+                {"apiVersion": "v1", "kind": "Probe", "metadata": {"name": "probe", "annotations": {annotation: "1"}}}
+            ),
+        }
+        for _, selector, annotation in probes
+    ]
+    try:
+        probed = load_documents(kustomizer.build(current, [(layer, {"patches": probe_patches})]))
+    except KubectlError:
+        return {}
+    annotated = [set((doc.get("metadata") or {}).get("annotations") or {}) for doc in probed]
+    return {key: sum(annotation in keys for keys in annotated) for key, _, annotation in probes}
+
+
+def _failure_reason(entry: PatchEntry, root: Path, exc: KubectlError) -> str:
+    """Kustomize's message, or ours when the patch is not even readable YAML: ours names the
+    file and line."""
+    try:
+        entry.strategic_merge_documents(root)
+    except ConfigError as unreadable:
+        return yaml.first_line(str(unreadable))
+    return kustomize_reason(exc)
 
 
 # --- whole-repository operations (behind inv patches.check / patches.new) --------------------
