@@ -58,7 +58,12 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
         mark(tmp, f"staging {prefix}")
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Renamed aside first: a kill while deleting (the marker may already be gone) leaves a
+        # `.NAME.del-PID` folder, which the next run's prune_leftovers removes.
+        try:
+            remove_dir(tmp)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # renameat2(2) flags (linux/fs.h).
@@ -89,6 +94,8 @@ def _renameat2(src: Path, dst: Path, flags: int) -> None:
     libc = _libc()
     if libc is None:
         raise _NoExchange
+    # Audited like os.rename, which ctypes calls are not: tests stop or kill a run at this step.
+    sys.audit("astrago_deploy.renameat2", src, dst, flags)
     if libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
         return
     err = ctypes.get_errno()
@@ -127,8 +134,11 @@ def replace_dir(staged: Path, dest: Path) -> None:
         _replace_by_renaming_aside(staged, dest)
         return
     # The old tree, swapped out of `dest`; `dest` is already right, so a failure here is no failure
-    # of the replacement (what stays is inside the caller's staging folder, which is pruned).
-    shutil.rmtree(staged, ignore_errors=True)
+    # of the replacement. Renamed aside before deleting, so a kill leaves a `.NAME.del-PID` tree.
+    try:
+        remove_dir(staged)
+    except OSError:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _replace_by_renaming_aside(staged: Path, dest: Path) -> None:
@@ -153,6 +163,8 @@ def remove_dir(path: Path) -> None:
     if not path.exists():
         return
     aside = path.with_name(f".{path.name}.del-{os.getpid()}")
+    if aside.exists():  # what this pid left earlier, when an earlier deletion failed
+        shutil.rmtree(aside, ignore_errors=True)
     path.rename(aside)
     shutil.rmtree(aside, ignore_errors=True)
 
