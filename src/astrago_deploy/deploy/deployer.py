@@ -44,7 +44,7 @@ class DeployPlan:
         The charts lock is held shared while helmfile reads charts/external; hold it around
         `plan` and `run` together (see `tasks/deploy.py`) so what is deployed is what was verified.
         """
-        with charts_lock(self.layout).shared(self.command.argv[-1]):
+        with charts_lock(self.layout).shared(f"helmfile {self.command.argv[-1]}"):
             return self.command.stream(self.layout.command_log("helmfile"), out, err)
 
 

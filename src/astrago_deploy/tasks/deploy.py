@@ -21,7 +21,7 @@ SELECT_HELP = {
 def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool) -> None:
     layout = layout_of(ctx)
     # One shared hold from charts.verify to the end of helmfile: no sync swaps a chart in between.
-    with charts_lock(layout).shared(action):
+    with charts_lock(layout).shared(f"helmfile {action}"):
         plan = deploying.plan(layout, env, action, tier, app)
         context = f"context {plan.context}{', ' + plan.selector if plan.selector else ''}"
         say(f"{action} {env} ({context}): {plan.describe()}")
