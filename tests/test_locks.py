@@ -191,6 +191,13 @@ def test_a_writer_names_the_readers_it_waits_for_and_gives_up_in_one_line(tmp_pa
         # Other readers are let in meanwhile.
         with charts_lock(layout).shared("validate", wait=0):
             pass
+        # A note that a killed writer left does not name the holder: the kernel's table does.
+        layout.charts_lock.write_text('{"pid": 1, "purpose": "charts.sync"}\n')
+        with (
+            pytest.raises(LockBusyError, match=f"in use by pid {pid} "),
+            charts_lock(layout).exclusive("charts.add", wait=0),
+        ):
+            pass
     assert told == [f"charts.sync: waiting for pid {pid} reading charts/external to finish..."]
     assert str(caught.value) == (
         f"charts/external is in use by pid {pid} (.cache/charts.lock); gave up after 0.2s: "

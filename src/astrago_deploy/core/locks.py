@@ -74,11 +74,14 @@ class Holder:
     exclusive: bool
 
 
-def holders(lock_file: Path) -> list[Holder]:
-    """The processes holding `lock_file` (flock), from /proc/locks; empty where it is unreadable."""
+def holders(lock_file: Path) -> list[Holder] | None:
+    """The processes holding `lock_file` (flock), from /proc/locks; None where that is unreadable."""
+    try:
+        table = Path("/proc/locks").read_text(encoding="utf-8")
+    except OSError:
+        return None
     try:
         st = os.stat(lock_file)
-        table = Path("/proc/locks").read_text(encoding="utf-8")
     except OSError:
         return []
     found = []
@@ -191,15 +194,16 @@ class ReadersWriterLock:
             pid, purpose = int(data["pid"]), str(data["purpose"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        writers = [h.pid for h in holders(self.lock_file) if h.exclusive]
-        # Without /proc/locks the note is trusted; with it, only when that pid holds the lock.
-        return (pid, purpose) if not writers or pid in writers else None
+        table = holders(self.lock_file)
+        # Without /proc/locks the note is trusted; with it, only when that pid holds the lock
+        # exclusively (a writer killed with SIGKILL leaves its note behind).
+        return (pid, purpose) if table is None or Holder(pid, True) in table else None
 
     def _describe_holder(self, fd: int) -> str:
         note = self._writer_note(fd)
         if note is not None:
             return f"{note[1]} (pid {note[0]})"
-        pids = sorted({h.pid for h in holders(self.lock_file)})
+        pids = sorted({h.pid for h in holders(self.lock_file) or []})
         if not pids:
             return "another run"
         return f"pid {', '.join(map(str, pids))}"
