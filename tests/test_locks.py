@@ -285,19 +285,47 @@ def test_a_sync_gives_up_on_a_reader_in_one_line(synced_project: RepoLayout, mir
     assert snapshot(synced_project.root) == before
 
 
+# Loaded by every Python process that finds it on PYTHONPATH: stops an `inv render` right before
+# it moves a tree onto PAUSE_RENAME_TO (whichever way the code renames), until told to go on.
+PAUSE_BEFORE_RENAME = """
+import os, sys
+_target = os.environ.get("PAUSE_RENAME_TO")
+def _hook(event, args):
+    global _target
+    if _target and event in ("os.rename", "astrago_deploy.renameat2") and os.fspath(args[1]) == _target:
+        _target = None
+        print("paused before moving the render into place", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+sys.addaudithook(_hook)
+"""
+
+
 def test_two_renders_of_one_environment_at_once_both_succeed(synced_project: RepoLayout, tmp_path: Path) -> None:
     root = synced_project.root
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(PAUSE_BEFORE_RENAME)
+    out_dir = synced_project.rendered_dir / "dev"
     argv = [*INV, "render", "--env", "dev", "--no-cache"]
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    renders = [subprocess.Popen(argv, cwd=root, env=task_env(root), text=True, **pipes) for _ in range(2)]
-    outcomes = [render.communicate(timeout=600) for render in renders]
+    assert run_task(root, *argv[3:]).returncode == 0  # an earlier render is there to be replaced
 
-    assert [render.returncode for render in renders] == [0, 0], [err for _, err in outcomes]
+    first = subprocess.Popen(
+        argv, cwd=root, env=task_env(root, PYTHONPATH=str(hooks), PAUSE_RENAME_TO=str(out_dir)),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    said = read_until(first.stderr, "paused")
+    assert said.endswith("paused before moving the render into place\n"), said + first.communicate("\n")[1]
+    # The first render stands right before its swap; a second render of dev runs whole meanwhile.
+    second = run_task(root, *argv[3:])
+    assert second.returncode == 0, second.stderr
+    _, err = first.communicate("\n", timeout=300)
+
+    assert first.returncode == 0, err
     # One whole render is left, the same as a render on its own; no staging folder remains.
-    alone = run_task(root, "render", "--env", "dev", "--no-cache", "--out", str(tmp_path / "alone"))
+    alone = run_task(root, *argv[3:], "--out", str(tmp_path / "alone"))
     assert alone.returncode == 0, alone.stderr
-    release_files = {k: v for k, v in snapshot(synced_project.rendered_dir).items() if k.endswith(".yaml")}
-    assert release_files == {k: v for k, v in snapshot(tmp_path / "alone").items() if k.endswith(".yaml")}
+    release_files = {k: v for k, v in snapshot(out_dir).items() if k.endswith(".yaml")}
+    assert release_files == {k: v for k, v in snapshot(tmp_path / "alone" / "dev").items() if k.endswith(".yaml")}
     assert sorted(p.name for p in synced_project.rendered_dir.iterdir()) == ["dev"]
 
 
