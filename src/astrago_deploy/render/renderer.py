@@ -302,12 +302,15 @@ def select_environments(layout: RepoLayout, names: Sequence[str], all_: bool) ->
     return environments.select(layout, list(names) or None)
 
 
-def require_vendored(layout: RepoLayout) -> None:
-    """Rendering reads vendored charts only: say which are missing rather than fail in helm."""
-    missing = [
-        c.dirname
-        for c in VersionsLock.load(layout.lock_file).charts()
-        if not layout.chart_dir(c.name, c.version).is_dir()
-    ]
+def require_vendored(layout: RepoLayout, purpose: str = "render") -> None:
+    """Rendering reads vendored charts only: say which are missing rather than fail in helm.
+
+    Checked under the charts lock, so a sync that is vendoring them right now is waited for."""
+    with charts_lock(layout).shared(purpose):
+        missing = [
+            c.dirname
+            for c in VersionsLock.load(layout.lock_file).charts()
+            if not layout.chart_dir(c.name, c.version).is_dir()
+        ]
     if missing:
         raise AstragoError(f"not vendored: {', '.join(missing)}; run `inv charts.sync` (offline: set CHARTS_MIRROR)")
