@@ -15,22 +15,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import filelock
 import pytest
 import yaml
 
 from astrago_deploy.charts import scaffold
-from astrago_deploy.charts import vendor as vendor_module
 from astrago_deploy.charts.index import newest, newest_first
 from astrago_deploy.charts.vendor import ChartVendor, OutdatedRow, SyncResult
-from astrago_deploy.core.console import Progress
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
 from astrago_deploy.core.errors import AstragoError, FetchError, InputError
 from astrago_deploy.core.http import Fetcher, Mirror
@@ -47,6 +41,7 @@ from .chart_fixtures import (
     write_repo,
 )
 from .conftest import PROJECT, HttpServer, loopback, snapshot
+from .lock_support import charts_lock_held, read_until
 
 Serve = Callable[[Path], HttpServer]
 
@@ -850,103 +845,57 @@ def test_add_refuses_credentials_in_the_repository_url(project: RepoLayout, repo
 # --- concurrent runs --------------------------------------------------------------------------
 
 
-class Recorder(Progress):
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def begin(self, total: int, title: str) -> None:
-        self.events.append(f"begin {total}")
-
-
 def test_a_second_run_fails_cleanly_while_the_first_holds_the_lock(
     project: RepoLayout, mirror: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vendor_module, "LOCK_WAIT_SECONDS", 0.2)
-    first = ChartVendor(project, fast_fetcher(mirror))
+    monkeypatch.setenv("ASTRAGO_LOCK_WAIT", "0.2")
     before = snapshot(project.root)
 
-    with first.exclusive():
+    with charts_lock_held(project.root, purpose="charts.sync") as pid:
         with pytest.raises(AstragoError) as caught:
             ChartVendor(project, fast_fetcher(mirror)).sync()
         with pytest.raises(AstragoError):
             ChartVendor(project, fast_fetcher(mirror)).add("demo", "https://charts.example.com", "1.0.0")
 
     assert str(caught.value) == (
-        f"another charts task holds {project.cache_dir / 'charts.lock'} (waited 0.2s); try again when it ends"
+        f"charts/external is in use by charts.sync (pid {pid}) (.cache/charts.lock); gave up after 0.2s: "
+        "try again when it ends, or wait longer with ASTRAGO_LOCK_WAIT=SECONDS"
     )
     assert snapshot(project.root) == before
     assert [r.action for r in ChartVendor(project, fast_fetcher(mirror)).sync()] == ["vendored"] * 3
 
 
-def wait_until_blocked_on_a_file_lock(thread: threading.Thread) -> None:
-    """Return once `thread` is inside filelock's acquire: the state is observed, not waited out
-    (pytest-timeout bounds a thread that never gets there)."""
-    while True:
-        frame = sys._current_frames().get(thread.ident or 0)
-        while frame is not None:
-            if frame.f_code.co_name == "acquire" and f"{os.sep}filelock{os.sep}" in frame.f_code.co_filename:
-                return
-            frame = frame.f_back
-        assert thread.is_alive(), "the second run ended without waiting for the lock"
-        time.sleep(0.01)
-
-
 def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> None:
-    progress = Recorder()
-    second = ChartVendor(project, fast_fetcher(mirror), progress)
-    outcome: list[object] = []
-    held = filelock.FileLock(str(project.cache_dir / "charts.lock"))
-    project.cache_dir.mkdir(exist_ok=True)
-
-    with held:
-        worker = threading.Thread(target=lambda: outcome.append(second.sync()))
-        worker.start()
-        wait_until_blocked_on_a_file_lock(worker)
-        assert progress.events == []
-        assert outcome == []
+    environ = {k: v for k, v in os.environ.items() if k not in ("CHARTS_MIRROR", "ASTRAGO_ROOT")}
+    environ.update({"ASTRAGO_ROOT": str(project.root), "NO_COLOR": "1", "CHARTS_MIRROR": str(mirror)})
+    with charts_lock_held(project.root, purpose="charts.add") as pid:
+        second = subprocess.Popen(
+            [*INV, "charts.sync"], cwd=project.root, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        # It says what it waits for; until the holder lets go it cannot have started.
+        said = read_until(second.stderr, "waiting for")
+        assert said.splitlines()[-1] == f"charts.sync: waiting for charts.add (pid {pid}) to finish..."
         assert list(project.external_dir.iterdir()) == []
-        progress.events.append("released")
-    worker.join(timeout=60)
+    out, err = second.communicate(timeout=120)
 
-    # The second run began only after the first let go, whatever the threads' timing.
-    assert progress.events == ["released", "begin 3"]
-    assert len(outcome) == 1
-    assert [r.action for r in outcome[0]] == ["vendored"] * 3  # type: ignore[attr-defined]
+    assert second.returncode == 0, err
+    assert [line.split()[-1] for line in out.splitlines()] == ["vendored"] * 3
 
 
 def test_a_run_in_another_process_is_kept_out(synced_project: RepoLayout, mirror: Path) -> None:
-    lock_file = synced_project.cache_dir / "charts.lock"
-    synced_project.cache_dir.mkdir(exist_ok=True)
     values = synced_project.chart_dir("harbor", "1.14.2") / "values.yaml"
     values.write_text(values.read_text() + "# edit\n")
     before = snapshot(synced_project.root)
-    script = (
-        "import sys, filelock\n"
-        f"lock = filelock.FileLock({str(lock_file)!r}); lock.acquire()\n"
-        "print('held', flush=True); sys.stdin.readline()\n"
-    )
-    holder = subprocess.Popen(
-        [str(PROJECT / ".venv/bin/python"), "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        # LOCK_WAIT_SECONDS is 120 in production: run the sync in a process with a short wait.
-        code = (
-            "import sys; from astrago_deploy.charts import vendor; vendor.LOCK_WAIT_SECONDS = 0.2\n"
-            "from astrago_deploy.core.layout import RepoLayout\n"
-            f"v = vendor.default_vendor(RepoLayout.at({str(synced_project.root)!r}), {str(mirror)!r})\n"
-            "try:\n    v.sync()\nexcept Exception as exc:\n    print(exc); sys.exit(1)\n"
-        )
-        blocked = subprocess.run(
-            [str(PROJECT / ".venv/bin/python"), "-c", code], capture_output=True, text=True, timeout=60
-        )
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
+
+    with charts_lock_held(synced_project.root, purpose="charts.sync") as pid:
+        blocked = inv(synced_project.root, "charts.sync", CHARTS_MIRROR=str(mirror), ASTRAGO_LOCK_WAIT="0.2")
 
     assert blocked.returncode == 1
-    assert blocked.stdout.startswith(f"another charts task holds {lock_file} (waited 0.2s)")
+    assert blocked.stderr.splitlines()[-1] == (
+        f"error: charts/external is in use by charts.sync (pid {pid}) (.cache/charts.lock); gave up after 0.2s: "
+        "try again when it ends, or wait longer with ASTRAGO_LOCK_WAIT=SECONDS"
+    )
     assert snapshot(synced_project.root) == before
 
 

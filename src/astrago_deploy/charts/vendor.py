@@ -4,7 +4,8 @@
 checks offline that trees, lock and releases agree, `outdated` compares the lock with the
 repository indexes. Every change is staged in a temporary folder inside `charts/external/`
 (same filesystem), verified (archive digest, Chart.yaml, tree digest), and only then renamed
-into place; the lock is written last and atomically. A file lock keeps concurrent runs apart.
+into place; the lock is written last and atomically. The charts lock (`core.locks`) keeps
+concurrent runs apart: sync and add hold it exclusive, verify and every reader shared.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import filelock
 
 from astrago_deploy.charts.archive import extract_chart
 from astrago_deploy.charts.index import (
@@ -49,12 +48,12 @@ from astrago_deploy.core.errors import (
 from astrago_deploy.core.http import Fetcher, redact_url
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
+from astrago_deploy.core.locks import ReadersWriterLock, charts_lock
 from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model.lock import LockedChart, LockEntryError, VersionsLock
 from astrago_deploy.model.releases import declared_releases
 
 MAX_PARALLEL_DOWNLOADS = 4
-LOCK_WAIT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,10 @@ class ChartVendor:
         self.oci = OciClient(fetcher)
         self.progress = progress or Progress()
 
-    # --- locking ------------------------------------------------------------------------
-    def exclusive(self) -> filelock.BaseFileLock:
-        self.layout.cache_dir.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(str(self.layout.cache_dir / "charts.lock"), timeout=LOCK_WAIT_SECONDS)
-
-    def _locked(self) -> filelock.BaseFileLock:
-        lock = self.exclusive()
-        try:
-            lock.acquire()
-        except filelock.Timeout as exc:
-            raise AstragoError(
-                f"another charts task holds {lock.lock_file} (waited {LOCK_WAIT_SECONDS}s); try again when it ends"
-            ) from exc
-        return lock
+    @property
+    def lock(self) -> ReadersWriterLock:
+        """Held exclusive while this vendor changes charts/external, shared while verify reads it."""
+        return charts_lock(self.layout)
 
     # --- staging ------------------------------------------------------------------------
     def is_current(self, chart: LockedChart) -> bool:
@@ -197,7 +186,7 @@ class ChartVendor:
 
     # --- sync ---------------------------------------------------------------------------
     def sync(self, names: Sequence[str] | None = None) -> list[SyncResult]:
-        with self._locked():
+        with self.lock.exclusive("charts.sync"):
             # What a killed sync or upgrade left (staging folders, a tree renamed aside) goes first.
             prune_leftovers(self.layout)
             lock = VersionsLock.load(self.layout.lock_file)
@@ -260,7 +249,7 @@ class ChartVendor:
             )
         if not re.match(r"^(https?|oci)://[^/\s]+", repository):
             raise InputError(f"invalid --repo {repository!r}: use an https:// Helm repository or oci://host/path")
-        with self._locked():
+        with self.lock.exclusive("charts.add"):
             lock = VersionsLock.load(self.layout.lock_file)
             if lock.has(name):
                 current = lock.get(name)
@@ -283,6 +272,10 @@ class ChartVendor:
     # --- verify -------------------------------------------------------------------------
     def verify(self) -> list[Diagnostic]:
         """Offline consistency of vendored trees, the lock and the releases."""
+        with self.lock.shared("charts.verify"):  # a tree digested mid-swap would be half old, half new
+            return self._verify()
+
+    def _verify(self) -> list[Diagnostic]:
         problems: list[Diagnostic] = []
         lock_shown = shown_path(self.layout.lock_file, self.layout.root)
         try:

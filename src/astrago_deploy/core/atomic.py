@@ -1,14 +1,19 @@
 """Atomic file and directory writes.
 
 Content is built next to its destination (same filesystem), flushed, then renamed into
-place, so a crash leaves either the old state or the new one, never a mix.
+place, so a crash leaves either the old state or the new one, never a mix. A directory tree
+is swapped into place in one step (`replace_dir`), so its readers never find it missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,15 +58,90 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
         mark(tmp, f"staging {prefix}")
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Renamed aside first: a kill while deleting (the marker may already be gone) leaves a
+        # `.NAME.del-PID` folder, which the next run's prune_leftovers removes.
+        try:
+            remove_dir(tmp)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# renameat2(2) flags (linux/fs.h).
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+class _NoExchange(Exception):
+    """renameat2 with these flags is not available here (not Linux, old kernel, or a
+    filesystem such as NFS that does not implement the flag)."""
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        libc.renameat2.restype = ctypes.c_int
+    except (OSError, AttributeError):  # glibc < 2.28 or another libc without the wrapper
+        return None
+    return libc
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> None:
+    libc = _libc()
+    if libc is None:
+        raise _NoExchange
+    # Audited like os.rename, which ctypes calls are not: tests stop or kill a run at this step.
+    sys.audit("astrago_deploy.renameat2", src, dst, flags)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise _NoExchange
+    raise OSError(err, os.strerror(err), str(src), None, str(dst))
 
 
 def replace_dir(staged: Path, dest: Path) -> None:
-    """Move the complete tree `staged` to `dest`, replacing any existing `dest`.
+    """Move the complete tree `staged` to `dest`, replacing any existing `dest`; `staged` is gone after.
 
-    The old tree is first renamed aside, so at every instant `dest` is either the old
-    tree or the new one; the old one is deleted only after the new one is in place.
+    On Linux the two trees are swapped with one `renameat2(RENAME_EXCHANGE)`: at every instant
+    `dest` is a real directory holding either the old tree or the new one (helm and every other
+    reader sees a plain folder, no symlink), and the old tree, now at `staged`, is deleted
+    afterwards. When `dest` does not exist, `RENAME_NOREPLACE` puts the new tree there without
+    ever overwriting a tree that another run put there meanwhile; two runs replacing one `dest`
+    at once both succeed and the last one's tree stays. Where the kernel or filesystem lacks
+    `renameat2` (another OS, NFS), the old tree is renamed aside first, which leaves a moment
+    without `dest`; `leftovers.prune_leftovers` puts back a tree a crash left aside.
     """
+    try:
+        while True:
+            try:
+                _renameat2(staged, dest, _RENAME_NOREPLACE)
+                return
+            except FileExistsError:
+                pass
+            try:
+                _renameat2(staged, dest, _RENAME_EXCHANGE)
+                break
+            except FileNotFoundError:
+                if not staged.exists():
+                    raise
+                continue  # `dest` was removed between the two calls: place the tree as new
+    except _NoExchange:
+        _replace_by_renaming_aside(staged, dest)
+        return
+    # The old tree, swapped out of `dest`; `dest` is already right, so a failure here is no failure
+    # of the replacement. Renamed aside before deleting, so a kill leaves a `.NAME.del-PID` tree.
+    try:
+        remove_dir(staged)
+    except OSError:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _replace_by_renaming_aside(staged: Path, dest: Path) -> None:
     old: Path | None = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -83,6 +163,8 @@ def remove_dir(path: Path) -> None:
     if not path.exists():
         return
     aside = path.with_name(f".{path.name}.del-{os.getpid()}")
+    if aside.exists():  # what this pid left earlier, when an earlier deletion failed
+        shutil.rmtree(aside, ignore_errors=True)
     path.rename(aside)
     shutil.rmtree(aside, ignore_errors=True)
 

@@ -87,6 +87,11 @@ class RepoLayout:
         return self.root / ".cache"
 
     @property
+    def charts_lock(self) -> Path:
+        """Held exclusive by runs that rewrite `charts/external`, shared by runs that read it."""
+        return self.cache_dir / "charts.lock"
+
+    @property
     def logs_dir(self) -> Path:
         """Whole outputs of streamed commands (deploy, destroy), one file per run."""
         return self.cache_dir / "logs"

@@ -1,11 +1,12 @@
 """Pruning what a crashed run left behind, at the start of `charts.sync` and `charts.upgrade`.
 
 A killed run cannot clean up after itself. What it may leave: marked temporary worktrees in
-`.cache/worktrees/`, marked staging folders in `charts/external/`, and the trees that
-`atomic.replace_dir`/`remove_dir` had renamed aside (`.NAME.old-PID`, `.NAME.del-PID`). A marked
-folder is removed only when its owner process is gone; a renamed-aside tree only when the pid in
-its name is not alive. A folder without a marker is not ours to judge and stays. Branches are
-never touched: the suite creates a branch only when its commit is complete.
+`.cache/worktrees/`, marked staging folders in `charts/external/`, the trees `atomic.remove_dir`
+was deleting (`.NAME.del-PID`: staging folders and swapped-out trees are deleted that way too),
+and a tree that `replace_dir` renamed aside where it cannot swap in one step (`.NAME.old-PID`).
+A marked folder is removed only when its owner process is gone; a renamed-aside tree only when
+the pid in its name is not alive. A folder without a marker is not ours to judge and stays.
+Branches are never touched: the suite creates a branch only when its commit is complete.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError, InputError, KubectlError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
 from astrago_deploy.model.releases import TIERS, declared_releases
 from astrago_deploy.toolchain.pinned import PinnedTools
@@ -38,8 +39,13 @@ class DeployPlan:
         return " ".join(self.command.argv)
 
     def run(self, out: TextIO | None = None, err: TextIO | None = None) -> CommandResult:
-        """Run helmfile, showing its output live (default: this process's stdout and stderr)."""
-        return self.command.stream(self.layout.command_log("helmfile"), out, err)
+        """Run helmfile, showing its output live (default: this process's stdout and stderr).
+
+        The charts lock is held shared while helmfile reads charts/external; hold it around
+        `plan` and `run` together (see `tasks/deploy.py`) so what is deployed is what was verified.
+        """
+        with charts_lock(self.layout).shared(f"helmfile {self.command.argv[-1]}"):
+            return self.command.stream(self.layout.command_log("helmfile"), out, err)
 
 
 def selector(tier: str | None, app: str | None, layout: RepoLayout) -> str:

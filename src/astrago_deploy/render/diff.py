@@ -2,7 +2,9 @@
 
 The other ref is rendered in a temporary git worktree (the working tree is never touched)
 with the same pinned tools; its vendored charts are copied from this checkout when their
-content digest matches the lock, and vendored otherwise. Secret data never appears in a diff.
+content digest matches the lock, and vendored otherwise. The charts lock is held shared
+throughout, so a sync cannot change the charts between the two renders. Secret data never
+appears in a diff.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from astrago_deploy.core import yaml
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
 from astrago_deploy.render.manifests import read_documents, resource_id, scrub_secret
@@ -90,15 +93,17 @@ def prepare_vendored(source: RepoLayout, target: RepoLayout, fetcher: Fetcher) -
     lock = VersionsLock.load(target.lock_file)
     here = ChartVendor(source, fetcher)
     missing = []
-    for chart in lock.charts():
-        dest = target.chart_dir(chart.name, chart.version)
-        if dest.is_dir():
-            continue
-        if here.is_current(chart):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(source.chart_dir(chart.name, chart.version), dest, symlinks=True)
-        else:
-            missing.append(chart.name)
+    # Shared: a sync in this checkout must not swap a tree between its digest check and its copy.
+    with charts_lock(source).shared("diff"):
+        for chart in lock.charts():
+            dest = target.chart_dir(chart.name, chart.version)
+            if dest.is_dir():
+                continue
+            if here.is_current(chart):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(source.chart_dir(chart.name, chart.version), dest, symlinks=True)
+            else:
+                missing.append(chart.name)
     if missing:
         ChartVendor(target, fetcher).sync(missing)
 
@@ -116,9 +121,14 @@ def compare(layout: RepoLayout, base: str, env_names: list[str], mirror: str | N
     names = env_names or [e.name for e in environments.discover(layout)]
     current = [environments.get(layout, name).name for name in env_names] if env_names else names
     tools = PinnedTools(layout)
-    Renderer(layout, tools, layout.rendered_dir).render([environments.get(layout, n) for n in current])
     base_out = layout.cache_dir / "renders" / commit
-    with repo.temp_worktree(commit, layout.cache_dir / "worktrees", f"render {base}") as tree_path:
+    # One shared hold over both sides: the base reuses this checkout's chart trees, and both
+    # renders must see the same ones.
+    with (
+        charts_lock(layout).shared("diff"),
+        repo.temp_worktree(commit, layout.cache_dir / "worktrees", f"render {base}") as tree_path,
+    ):
+        Renderer(layout, tools, layout.rendered_dir).render([environments.get(layout, n) for n in current])
         tree = RepoLayout.at(tree_path)
         prepare_vendored(layout, tree, Fetcher.for_mirror(mirror))
         render_tree(tree, tools, base_out, names)

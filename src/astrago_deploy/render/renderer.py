@@ -5,7 +5,8 @@ marks where it starts); the stream is split per release, generated values are no
 so renders are byte-identical, documents are sorted, and each release is written to
 `rendered/<env>/<release>.yaml`. A content key over every input (helmfile, value layers,
 chart trees, patches, tool pins, this code) lets an unchanged environment be skipped.
-Environments render in parallel within a memory bound.
+Environments render in parallel within a memory bound, holding the charts lock shared.
+Two renders of one environment at once both succeed: the output folder is swapped in whole.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model import environments
 from astrago_deploy.model.environments import Environment
@@ -271,7 +273,9 @@ class Renderer:
             environments.check_value_files(self.layout, env)
         workers = parallelism(len(envs))
         jobs = [(env.name, functools.partial(self.render_environment, env)) for env in envs]
-        results, failures = run_jobs(jobs, workers, "render")
+        # helm reads charts/external throughout: no sync may swap a chart tree meanwhile.
+        with charts_lock(self.layout).shared("render"):
+            results, failures = run_jobs(jobs, workers, "render")
         if failures:
             raise AstragoError("render failed:\n" + "\n".join(f"{name}: {exc}" for name, exc in failures))
         return results
@@ -318,12 +322,15 @@ def select_environments(layout: RepoLayout, names: Sequence[str], all_: bool) ->
     return environments.select(layout, list(names) or None)
 
 
-def require_vendored(layout: RepoLayout) -> None:
-    """Rendering reads vendored charts only: say which are missing rather than fail in helm."""
-    missing = [
-        c.dirname
-        for c in VersionsLock.load(layout.lock_file).charts()
-        if not layout.chart_dir(c.name, c.version).is_dir()
-    ]
+def require_vendored(layout: RepoLayout, purpose: str = "render") -> None:
+    """Rendering reads vendored charts only: say which are missing rather than fail in helm.
+
+    Checked under the charts lock, so a sync that is vendoring them right now is waited for."""
+    with charts_lock(layout).shared(purpose):
+        missing = [
+            c.dirname
+            for c in VersionsLock.load(layout.lock_file).charts()
+            if not layout.chart_dir(c.name, c.version).is_dir()
+        ]
     if missing:
         raise AstragoError(f"not vendored: {', '.join(missing)}; run `inv charts.sync` (offline: set CHARTS_MIRROR)")

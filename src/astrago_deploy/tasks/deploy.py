@@ -7,6 +7,7 @@ from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors
 from astrago_deploy.core.errors import InputError
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.deploy import deployer as deploying
 
 SELECT_HELP = {
@@ -18,12 +19,16 @@ SELECT_HELP = {
 
 
 def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool) -> None:
-    plan = deploying.plan(layout_of(ctx), env, action, tier, app)
-    say(f"{action} {env} (context {plan.context}{', ' + plan.selector if plan.selector else ''}): {plan.describe()}")
-    if dry_run:
-        say("dry run: checks passed, nothing was run")
-        return
-    result = plan.run()
+    layout = layout_of(ctx)
+    # One shared hold from charts.verify to the end of helmfile: no sync swaps a chart in between.
+    with charts_lock(layout).shared(f"helmfile {action}"):
+        plan = deploying.plan(layout, env, action, tier, app)
+        context = f"context {plan.context}{', ' + plan.selector if plan.selector else ''}"
+        say(f"{action} {env} ({context}): {plan.describe()}")
+        if dry_run:
+            say("dry run: checks passed, nothing was run")
+            return
+        result = plan.run()
     say(f"{action} {env}: done; full output in {result.log}")
 
 

@@ -73,7 +73,7 @@ def render(
 def diff(ctx: Context, base: str, env: list[str] | None = None, mirror: str | None = None, stat: bool = False) -> None:
     """Diff the rendered output of a git ref against the working tree, per environment and resource."""
     layout = layout_of(ctx)
-    rendering.require_vendored(layout)
+    rendering.require_vendored(layout, "diff")
     result = render_diff.compare(layout, base, env or [], mirror)
     for env_diff in result:
         counts = env_diff.counts()

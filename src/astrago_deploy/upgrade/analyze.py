@@ -12,6 +12,7 @@ from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import LockedChart
 from astrago_deploy.patches import check as patch_check
@@ -77,18 +78,18 @@ def build_report(
     chart: LockedChart = plan.chart
     old_dir = layout.chart_dir(chart.name, chart.version)
     new_dir = tree.chart_dir(chart.name, plan.target)
-    values = upgrade_report.diff_values(
-        ChartValues.load(old_dir).coalesced_defaults(), ChartValues.load(new_dir).coalesced_defaults()
-    )
-    overrides, unreadable_overrides = override_files(tree, plan.releases)
     unreadable: list[Diagnostic] = []
-    old_crds = upgrade_report.crds_of_tree(old_dir, unreadable)
+    with charts_lock(layout).shared("charts.upgrade"):  # the old tree is the checkout's, which a sync may swap
+        old_values = ChartValues.load(old_dir).coalesced_defaults()
+        old_crds = upgrade_report.crds_of_tree(old_dir, unreadable)
+        old_meta = chart_meta(old_dir)
+    values = upgrade_report.diff_values(old_values, ChartValues.load(new_dir).coalesced_defaults())
+    overrides, unreadable_overrides = override_files(tree, plan.releases)
     new_crds = upgrade_report.crds_of_tree(new_dir, unreadable)
     for release in plan.releases:
         old_crds |= upgrade_report.crds_of_render(before / envs[0].name, release)
         new_crds |= upgrade_report.crds_of_render(after / envs[0].name, release)
     resources = {e.name: resource_changes(e.name, before / e.name, after / e.name) for e in envs}
-    old_meta = chart_meta(old_dir)
     new_meta = chart_meta(new_dir)
     return upgrade_report.UpgradeReport(
         chart=chart.name,

@@ -39,6 +39,7 @@ from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, Severity
 from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessError
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
 from astrago_deploy.render.manifests import crd_files, images, load_documents, read_documents, resource_id
 from astrago_deploy.render.renderer import NORMALIZED
@@ -523,7 +524,8 @@ def validate_rendered(layout: RepoLayout, envs: list[str]) -> list[Diagnostic]:
         raise AstragoError(
             f"not rendered: {', '.join(missing)} (no {layout.rendered_dir}/<env>/*.yaml); run `inv render {flags}`"
         )
-    chart_crds = crd_schemas(layout)
+    with charts_lock(layout).shared("validate"):  # no sync swaps a chart's CRDs while they are read
+        chart_crds = crd_schemas(layout)
     findings: list[Diagnostic] = []
     for env in selected:
         version = kubernetes_version(layout, env.name)
