@@ -53,7 +53,8 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
         mark(tmp, f"staging {prefix}")
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Renamed aside first (remove_dir): killed part-way, it never loses its marker first.
+        remove_dir(tmp)
 
 
 def replace_dir(staged: Path, dest: Path) -> None:
