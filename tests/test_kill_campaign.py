@@ -207,16 +207,16 @@ class Campaign:
 
 def temporary_leftovers(root: Path) -> list[str]:
     """Temporary folders and files of the suite anywhere in the checkout (git's own store aside),
-    and folders left in the suite's worktree parent."""
+    and whatever is left in the folders of temporary worktrees and of the tools' temporary files."""
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         if here == root:
             dirs.remove(".git")
         found += [str((here / n).relative_to(root)) for n in dirs + files if TEMPORARY_NAME.fullmatch(n)]
-    worktrees = root / ".cache" / "worktrees"
-    if worktrees.is_dir():
-        found += [str(p.relative_to(root)) for p in worktrees.iterdir()]
+    for parent in (root / ".cache" / "worktrees", root / ".tools" / "state" / "tmp"):
+        if parent.is_dir():
+            found += [str(p.relative_to(root)) for p in parent.iterdir()]
     return sorted(found)
 
 

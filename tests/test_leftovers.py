@@ -59,6 +59,7 @@ def registered(root: Path) -> list[str]:
 ADD_WORKTREE = """
 import sys
 from pathlib import Path
+from astrago_deploy.core.git import GitRepo
 root = Path(sys.argv[1])
 with GitRepo(root).temp_worktree("HEAD", root / ".cache" / "worktrees", "charts.upgrade chart/x-2"):
     pass
@@ -170,3 +171,40 @@ def test_staging_folders_of_killed_renders_customer_sites_and_downloads_are_prun
     assert (finished / "gpu-operator.yaml").is_file()
     for parent in parents[1:]:
         assert list(parent.iterdir()) == []
+
+
+# --- the tools' temporary files ------------------------------------------------------------------------
+
+TOOLS_TMP = """
+import os, signal, sys
+from pathlib import Path
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.toolchain.pinned import PinnedTools
+tmp = Path(PinnedTools(RepoLayout.at(sys.argv[1])).env()["TMPDIR"])
+(tmp / "helmfile123456").mkdir()  # what a killed helmfile leaves
+(tmp / "helmfile123456" / "values.yaml").write_text("x: 1\\n")
+if sys.argv[2] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_tools_temporary_files_go_with_their_task_or_with_the_next_start_if_it_was_killed(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_repo(root, {"n": "1\n"})
+    layout = RepoLayout.at(root)
+    script = textwrap.dedent(TOOLS_TMP)
+
+    ended = subprocess.run([sys.executable, "-c", script, str(root), "ended"])
+    assert ended.returncode == 0
+    assert list(layout.tools_tmp.iterdir()) == []
+
+    killed = subprocess.run([sys.executable, "-c", script, str(root), "killed"])
+    assert killed.returncode == -signal.SIGKILL
+    (crashed,) = layout.tools_tmp.iterdir()
+    assert (crashed / "helmfile123456" / "values.yaml").is_file()
+    from astrago_deploy.toolchain.pinned import PinnedTools
+
+    running = Path(PinnedTools(layout).env()["TMPDIR"])  # this process: a running task
+
+    assert prune_leftovers(layout) == [crashed]
+    assert list(layout.tools_tmp.iterdir()) == [running]

@@ -3,12 +3,13 @@
 A killed run cannot clean up after itself. What it may leave, in the folders the suite builds
 temporary trees in (`temporary_parents`): marked temporary worktrees in `.cache/worktrees/`
 (and their registrations in git, possibly still locked "initializing" by a `git worktree add`
-that was killed), marked staging folders (`.NAME.XXXX.staging`) next to vendored charts,
-renders, customer sites and tool downloads, and the trees that `atomic.replace_dir`/`remove_dir`
-had renamed aside (`.NAME.old-PID`, `.NAME.del-PID`). A marked folder is removed only when its
-owner process is gone; a renamed-aside tree only when the pid in its name is not alive. A
-folder without a marker is not ours to judge and stays. Branches are never touched: the suite
-creates a branch only when its commit is complete.
+that was killed), the marked TMPDIR its tools left files in (`.tools/state/tmp/run-*`), marked
+staging folders (`.NAME.XXXX.staging`) next to vendored charts, renders, customer sites and
+tool downloads, and the trees that `atomic.replace_dir`/`remove_dir` had renamed aside
+(`.NAME.old-PID`, `.NAME.del-PID`). A marked folder is removed only when its owner process is
+gone; a renamed-aside tree only when the pid in its name is not alive. A folder without a
+marker is not ours to judge and stays. Branches are never touched: the suite creates a branch
+only when its commit is complete.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def temporary_parents(layout: RepoLayout) -> list[Path]:
     """Every folder the suite stages trees in (`atomic.staging_dir`, `replace_dir`, `remove_dir`)."""
     parents = [
         worktrees_dir(layout),
+        layout.tools_tmp,
         layout.external_dir,
         layout.rendered_dir,
         layout.customers_dir,
@@ -88,10 +90,11 @@ def prune_leftovers(layout: RepoLayout) -> list[Path]:
                         _prune_aside(entry, aside["name"], aside["kind"])
                         done.append(entry)
                     continue
-                # In the worktree folder every marked folder is one of ours; elsewhere only
-                # staging names are (a finished tree renamed from a staging folder may still
-                # hold its marker).
-                if (parent == worktrees or _STAGING.fullmatch(entry.name)) and _abandoned(entry):
+                # In the worktree and tool temporary folders every marked folder is one of ours;
+                # elsewhere only staging names are (a finished tree renamed from a staging folder
+                # may still hold its marker).
+                ours = parent in (worktrees, layout.tools_tmp) or _STAGING.fullmatch(entry.name)
+                if ours and _abandoned(entry):
                     if parent == worktrees and repo is not None:
                         repo.remove_worktree(entry / "tree")
                     atomic.remove_dir(entry)
