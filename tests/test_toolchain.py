@@ -17,6 +17,7 @@ import yaml
 from astrago_deploy.core.errors import FetchError, IntegrityError, ToolNotInstalledError
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.markers import read_marker
 from astrago_deploy.toolchain import pinned as toolchain
 
 from .conftest import PROJECT
@@ -167,7 +168,12 @@ def test_pinned_tools_run_with_isolated_state(project: RepoLayout) -> None:
     assert env["HELM_CACHE_HOME"] == str(state / "helm" / "cache")
     assert env["HELM_DATA_HOME"] == str(state / "helm" / "data")
     assert env["HELM_PLUGINS"] == str(state / "helm" / "plugins")
-    assert env["TMPDIR"] == str(state / "tmp")
+    # This task's own marked folder (the next run prunes it if the task is killed).
+    tmp = Path(env["TMPDIR"])
+    assert tmp.parent == state / "tmp"
+    marker = read_marker(tmp)
+    assert marker is not None and marker.pid == os.getpid()
+    assert tools.env()["TMPDIR"] == str(tmp)
     assert env["HELMFILE_UPGRADE_NOTICE_DISABLED"] == "true"
     assert env["PATH"].split(os.pathsep)[0] == str(project.tools_bin)
     out = tools.run("helm", ["env"])

@@ -17,13 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from astrago_deploy.core import markers
+from astrago_deploy.core import atomic, markers
 from astrago_deploy.core.command import CommandResult, Timeouts, timeout_scale
 from astrago_deploy.core.errors import GitError, InputError, RefMovedError
 
@@ -314,9 +313,19 @@ class GitRepo:
             yield path
         finally:
             self.remove_worktree(path)
-            shutil.rmtree(folder, ignore_errors=True)
+            # Renamed aside before it is deleted: killed part-way, the folder is never left
+            # without its marker (and so out of prune_leftovers' reach).
+            atomic.remove_dir(folder)
+
+    def worktrees(self) -> list[Path]:
+        """The paths of every worktree registered in this repository, the main one first."""
+        listing = self.run("worktree", "list", "--porcelain").splitlines()
+        return [Path(line.removeprefix("worktree ")) for line in listing if line.startswith("worktree ")]
 
     def remove_worktree(self, path: Path) -> None:
-        """Unregister and delete the worktree at `path` (if it is one), then forget stale entries."""
-        self.call("worktree", "remove", "--force", str(path), ok=frozenset({0, 128}))
+        """Unregister and delete the worktree at `path` (if it is one), then forget stale entries.
+
+        Forced twice: `git worktree add` keeps a new worktree locked ("initializing") until its
+        checkout is done, and a lock survives the process that was killed while adding it."""
+        self.call("worktree", "remove", "--force", "--force", str(path), ok=frozenset({0, 128}))
         self.call("worktree", "prune", ok=frozenset({0, 128}))

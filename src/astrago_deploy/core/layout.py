@@ -83,6 +83,11 @@ class RepoLayout:
         return self.tools_dir / "state"
 
     @property
+    def tools_tmp(self) -> Path:
+        """The tools' temporary files, one marked folder per running task (`PinnedTools.env`)."""
+        return self.tool_state / "tmp"
+
+    @property
     def cache_dir(self) -> Path:
         return self.root / ".cache"
 

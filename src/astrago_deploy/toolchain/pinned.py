@@ -10,6 +10,8 @@ Its `platform` is checked against this machine before any pinned tool is install
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import io
 import json
@@ -18,13 +20,15 @@ import platform
 import re
 import sys
 import tarfile
+import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astrago_deploy.core import atomic, yaml
+from astrago_deploy.core import atomic, markers, yaml
 from astrago_deploy.core.command import Command, Timeouts
 from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import (
@@ -158,6 +162,35 @@ def check_platform(manifest: Path, pinned: object) -> None:
         )
 
 
+_RUN_TMP: dict[tuple[Path, int], Path] = {}
+_RUN_TMP_LOCK = threading.Lock()
+
+
+def _remove_run_tmp() -> None:
+    for (_parent, pid), folder in list(_RUN_TMP.items()):
+        if pid == os.getpid():  # a forked child leaves its parent's folder alone
+            with contextlib.suppress(OSError):
+                atomic.remove_dir(folder)
+
+
+def run_tmp_dir(parent: Path) -> Path:
+    """This process's TMPDIR for the tools, a marked folder under `parent`, made on first use and
+    removed at exit. helmfile, helm and chartify leave their temporary folders behind when they
+    are killed; in a folder of its own the next sync or upgrade can tell (by the marker) that
+    its run is gone and prune it, while the folders of running tasks stay."""
+    key = (parent, os.getpid())
+    with _RUN_TMP_LOCK:
+        folder = _RUN_TMP.get(key)
+        if folder is None or not folder.is_dir():
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+            markers.mark(folder, "temporary files of pinned tools")
+            if not _RUN_TMP:
+                atexit.register(_remove_run_tmp)
+            _RUN_TMP[key] = folder
+        return folder
+
+
 def expand_env(text: str, environ: Mapping[str, str]) -> str:
     def repl(match: re.Match[str]) -> str:
         return environ.get(match["name"]) or (match["default"] or "")
@@ -191,11 +224,11 @@ class PinnedTools:
             "HELM_CACHE_HOME": state / "helm" / "cache",
             "HELM_DATA_HOME": state / "helm" / "data",
             "HELM_PLUGINS": state / "helm" / "plugins",
-            "TMPDIR": state / "tmp",
         }
         for key, folder in folders.items():
             folder.mkdir(parents=True, exist_ok=True)
             env[key] = str(folder)
+        env["TMPDIR"] = str(run_tmp_dir(self.layout.tools_tmp))
         env["HELMFILE_UPGRADE_NOTICE_DISABLED"] = "true"
         # scripts/post-render runs the task suite's own Python (also from a git worktree).
         env.setdefault("ASTRAGO_PYTHON", sys.executable)
