@@ -29,7 +29,7 @@ nox.options.sessions = ["lint", "typecheck", "render", "validate", "tests"]
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint: ruff, yamllint, helm lint, charts.verify, value-override and plaintext-secret checks."""
+    """Lint: ruff, yamllint, helm lint, charts.verify, value-override, plaintext-secret and generated-value checks."""
     session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "tasks.py", "noxfile.py")
     session.run(PYTHON, "-m", "ruff", "format", "--check", "src", "tasks.py", "noxfile.py")
     try:
