@@ -48,11 +48,12 @@ def test_shipped_patches_all_apply_everywhere(synced_project: RepoLayout) -> Non
         ("patches/gpu-operator/nfd-master-health-port.yaml", "applied"),
         ("patches/gpu-operator/nfd-gc-nodefeaturegroups-rule.yaml", "applied"),
         ("patches/harbor/core-reload-on-admin-secret.yaml", "applied"),
+        ("patches/harbor/database-password-from-secret.yaml", "applied"),
     }
     assert {r.env for r in results} == {"dev", "stage", "prod", "sample-site"}
     proc = inv(synced_project, "patches.check")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("applied") == 3
+    assert proc.stdout.count("applied") == 4
 
 
 @pytest.mark.parametrize("env", ["dev", "sample-site"])
@@ -101,8 +102,9 @@ def test_json_patch_whose_test_fails_is_reported_failed(synced_project: RepoLayo
 def test_malformed_patch_file_is_named(synced_project: RepoLayout) -> None:
     patch = synced_project.patches_dir / "harbor" / "core-reload-on-admin-secret.yaml"
     patch.write_text(patch.read_text() + "  broken: [\n")
-    [status] = patch_check.check_patches(synced_project, ["harbor"], ["dev"])
-    assert (status.patch, status.status) == ("patches/harbor/core-reload-on-admin-secret.yaml", "failed")
+    statuses = patch_check.check_patches(synced_project, ["harbor"], ["dev"])
+    [status] = [s for s in statuses if s.patch == "patches/harbor/core-reload-on-admin-secret.yaml"]
+    assert status.status == "failed"
     assert "not valid YAML" in status.reason
     with pytest.raises(AstragoError, match="post-render harbor \\(dev\\)"):
         rendered(synced_project, "dev", "harbor")
