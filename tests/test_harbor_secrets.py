@@ -75,3 +75,12 @@ def test_every_secret_harbor_reads_but_does_not_render_is_created_in_the_readme(
         assert keys <= created, f"{name}: README creates {sorted(created)}, harbor reads {sorted(keys)}"
     # The internal database reads the operator's Secret whole (envFrom): it needs POSTGRES_PASSWORD.
     assert "--from-literal=POSTGRES_PASSWORD=" in section
+
+
+def test_harbor_core_restarts_when_any_secret_it_reads_changes(synced_project: RepoLayout) -> None:
+    docs = load_documents(split_releases(harbor_stream(synced_project, "dev"))["harbor"])
+    rendered = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    [core] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "harbor-core"]
+    reloaded = core["metadata"]["annotations"]["secret.reloader.stakater.com/reload"].split(",")
+    # The chart's checksum annotations cover the Secrets it renders; Reloader covers the others.
+    assert sorted(reloaded) == sorted(set(referenced_secrets([core])) - rendered)

@@ -68,7 +68,7 @@ def test_render_shows_patched_fields(synced_project: RepoLayout, env: str) -> No
     assert gc_role["rules"][-1] == {"apiGroups": ["nfd.k8s-sigs.io"], "resources": ["nodefeaturegroups"],
                                     "verbs": ["get", "list", "watch"]}
     core = find(rendered(synced_project, env, "harbor"), "Deployment", "harbor-core")
-    assert core["metadata"]["annotations"]["secret.reloader.stakater.com/reload"] == "harbor-admin"
+    assert core["metadata"]["annotations"]["secret.reloader.stakater.com/reload"].startswith("harbor-admin,")
 
 
 def test_renamed_target_is_stale_and_the_task_fails(synced_project: RepoLayout) -> None:
