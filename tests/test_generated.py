@@ -148,7 +148,7 @@ def test_the_lint_check_fails_on_a_generated_value_and_passes_on_our_values(sync
     assert check_generated(synced_project, ["dev", "prod"]) == []
     generate_xsrf_key(synced_project)
     problems = check_generated(synced_project, ["dev", "prod"])
-    assert [(p.file, p.key) for p in problems][0] == ("helmfile/values/harbor.yaml.gotmpl", "Secret//harbor-core data.CSRF_KEY")
+    assert (problems[0].file, problems[0].key) == ("helmfile/values/harbor.yaml.gotmpl", "Secret//harbor-core data.CSRF_KEY")
     assert problems[0].message == (
         "harbor generates Secret//harbor-core data.CSRF_KEY afresh on every render (dev, prod): every deploy replaces it"
     )

@@ -15,9 +15,8 @@ from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
-from astrago_deploy.render.manifests import load_documents
 from astrago_deploy.render.generated import NORMALIZED
-from astrago_deploy.render.manifests import digest_secret
+from astrago_deploy.render.manifests import digest_secret, load_documents
 from astrago_deploy.render.renderer import Renderer, dump_documents
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.validate import validation
