@@ -30,7 +30,7 @@ nox.options.sessions = ["lint", "typecheck", "render", "validate", "tests"]
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint: ruff, actionlint, yamllint, helm lint, charts.verify, value-override and plaintext-secret checks."""
+    """Lint: ruff, actionlint, yamllint, helm lint, charts.verify, overrides, plaintext secrets, generated values."""
     session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "benchmarks", "tasks.py", "noxfile.py")
     session.run(PYTHON, "-m", "ruff", "format", "--check", "src", "tasks.py", "noxfile.py")
     actionlint(session)

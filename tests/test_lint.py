@@ -27,7 +27,8 @@ def append(path: Path, text: str) -> None:
 def test_committed_repository_passes_every_lint_check(synced_project: RepoLayout) -> None:
     lines: list[str] = []
     checks.run_lint(lines.append, [], synced_project)
-    assert lines == ["yamllint: ok", "helm lint: ok", "charts.verify: ok", "value overrides: ok", "plaintext secrets: ok"]
+    assert lines == ["yamllint: ok", "helm lint: ok", "charts.verify: ok", "value overrides: ok", "plaintext secrets: ok",
+                     "generated values: ok"]
 
 
 def test_gpu_operator_wrapped_block_is_flagged_with_file_line_and_key(synced_project: RepoLayout) -> None:

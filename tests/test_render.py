@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,11 +14,11 @@ from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
 from astrago_deploy.render import diff as render_diff
-from astrago_deploy.render.manifests import load_documents, scrub_secret
+from astrago_deploy.render.generated import NORMALIZED
+from astrago_deploy.render.manifests import digest_secret, is_digest, load_documents, value_digest
 from astrago_deploy.render.renderer import (
-    NORMALIZED,
     Renderer,
-    normalize,
+    describe_normalized,
     parallelism,
     render_key,
     split_releases,
@@ -49,11 +50,14 @@ def test_render_every_environment_is_per_release_and_reproducible(synced_project
     second = render_all(synced_project, tmp_path / "again")
     releases_only = {k: v for k, v in first.items() if k.endswith(".yaml")}
     assert releases_only == {k: v for k, v in second.items() if k.endswith(".yaml")}
+    # harbor generates nothing (its values name existing Secrets): nothing needed normalizing,
+    # and the Secret values it does render show as digests.
     harbor = first["dev/harbor.yaml"].decode()
-    assert NORMALIZED in harbor
-    docs = load_documents(harbor)
-    secrets = [d for d in docs if d["kind"] == "Secret"]
-    assert secrets and all(set((d.get("data") or {}).values()) <= {NORMALIZED} for d in secrets)
+    assert NORMALIZED not in harbor
+    assert json.loads(first["dev/.summary.json"])["normalized"] == {}
+    trivy = next(d for d in load_documents(harbor) if d["kind"] == "Secret" and d["metadata"]["name"] == "harbor-trivy")
+    assert trivy["data"]["gitHubToken"] == value_digest("", base64_encoded=True)
+    assert all(is_digest(value) for value in trivy["data"].values())
 
 
 def test_cache_skips_unchanged_environments_and_notices_changes(synced_project: RepoLayout) -> None:
@@ -82,7 +86,7 @@ def test_render_task_json(synced_project: RepoLayout) -> None:
     assert set(data["dev"]["documents"]) == RELEASES
     assert data["dev"]["documents"]["harbor"] > 10
     assert data["dev"]["seconds"] > 0
-    assert "harbor" in data["dev"]["normalized"]
+    assert data["dev"]["normalized"] == {}
 
 
 def test_render_task_refuses_when_charts_are_not_vendored(project: RepoLayout) -> None:
@@ -109,13 +113,11 @@ def test_parallelism_is_bounded_by_cores_and_memory() -> None:
     assert parallelism(1) == 1
 
 
-def test_split_and_normalize_units() -> None:
+def test_split_releases_and_describe_what_was_normalized() -> None:
     stream = "# astrago.io/release: a env=dev\n---\nkind: ConfigMap\n# astrago.io/release: b env=dev\n---\nkind: Secret\n"
     assert split_releases(stream) == {"a": "---\nkind: ConfigMap\n", "b": "---\nkind: Secret\n"}
-    doc = {"kind": "Deployment", "metadata": {"name": "x"},
-           "spec": {"template": {"metadata": {"annotations": {"checksum/secret": "abc", "keep": "1"}}}}}
-    assert normalize(doc) == ["Deployment/x annotation checksum/secret"]
-    assert doc["spec"]["template"]["metadata"]["annotations"] == {"checksum/secret": NORMALIZED, "keep": "1"}
+    items = ["Secret/h/core data.secret", "Secret/h/core data.tls.key", "Deployment/h/core spec.x"]
+    assert describe_normalized(items) == "Secret/h/core (data.secret, data.tls.key); Deployment/h/core (spec.x)"
 
 
 def test_diff_against_a_ref_uses_a_worktree_and_redacts_secrets(synced_project: RepoLayout, mirror: Path) -> None:
@@ -138,11 +140,11 @@ def test_diff_against_a_ref_uses_a_worktree_and_redacts_secrets(synced_project: 
     assert git(root, "worktree", "list").count("\n") == 1
 
 
-def test_diff_redacts_secret_values(tmp_path: Path) -> None:
+def test_diff_shows_secret_changes_as_digests_never_the_values(tmp_path: Path) -> None:
     def secret(password: str, token: str) -> str:
         return (
             "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: ns\n"
-            f"data:\n  password: {password}\nstringData:\n  token: {token}\ntype: Opaque\n"
+            f"data:\n  password: {password}\n  same: c2FtZQ==\nstringData:\n  token: {token}\ntype: Opaque\n"
         )
 
     (tmp_path / "a").mkdir()
@@ -152,21 +154,33 @@ def test_diff_redacts_secret_values(tmp_path: Path) -> None:
     (tmp_path / "b" / "new.yaml").write_text(secret("c2VjcmV0", "fresh-token"))
     changed, added = render_diff.diff_folders("dev", tmp_path / "a", tmp_path / "b").changes
     assert (changed.release, changed.change, added.release, added.change) == ("app", "changed", "new", "added")
-    assert f"+  password: {render_diff.REDACTED}\n" in added.diff and f"+  token: {render_diff.REDACTED}\n" in added.diff
-    assert "-type: Opaque\n+type: Other\n" in changed.diff and f"  token: {render_diff.REDACTED}\n" in changed.diff
-    assert not any(value in added.diff + changed.diff for value in ("aHVudGVy", "c2VjcmV0", "-token"))
+    sha = hashlib.sha256
+    # A changed value shows as a changed digest (of the decoded bytes); an unchanged one as context.
+    assert f"-  password: sha256:{sha(b'hunter2').hexdigest()}\n" in changed.diff
+    assert f"+  password: sha256:{sha(b'hunter3').hexdigest()}\n" in changed.diff
+    assert f"   same: sha256:{sha(b'same').hexdigest()}\n" in changed.diff
+    assert f"+  token: sha256:{sha(b'new-token').hexdigest()}\n" in changed.diff
+    assert "-type: Opaque\n" in changed.diff and "+type: Other\n" in changed.diff
+    assert f"+  password: sha256:{sha(b'secret').hexdigest()}\n" in added.diff
+    assert not any(value in added.diff + changed.diff for value in ("aHVudGVy", "c2VjcmV0", "-token", "hunter"))
+    # Unchanged Secrets make no diff at all.
+    (tmp_path / "b" / "app.yaml").write_text(secret("aHVudGVyMg==", "old-token"))
+    assert [c.release for c in render_diff.diff_folders("dev", tmp_path / "a", tmp_path / "b").changes] == ["new"]
 
 
-def test_secret_scrubbing_copies_and_names_what_it_replaced() -> None:
-    doc = {"kind": "Secret", "metadata": {"name": "s"}, "data": {"password": "aHVudGVyMg=="}, "stringData": {"t": "x"}}
-    scrubbed, replaced = scrub_secret(doc, "<gone>")
-    assert scrubbed["data"] == {"password": "<gone>"} and scrubbed["stringData"] == {"t": "<gone>"}
-    assert replaced == ["data.password", "stringData.t"]
-    assert doc["data"]["password"] == "aHVudGVyMg=="
-    assert normalize(doc) == ["Secret/s data.password", "Secret/s stringData.t"]
-    assert doc["data"] == {"password": NORMALIZED} and doc["stringData"] == {"t": NORMALIZED}
+def test_secret_digests_copy_keep_markers_and_flag_data_that_is_not_base64() -> None:
+    doc = {"kind": "Secret", "metadata": {"name": "s"},
+           "data": {"password": "aHVudGVyMg==", "gen": NORMALIZED, "bad": "not base64!"}, "stringData": {"t": "hunter2"}}
+    digested = digest_secret(doc, keep=(NORMALIZED,))
+    digest = f"sha256:{hashlib.sha256(b'hunter2').hexdigest()}"
+    # The same value reads the same in data (base64) and stringData (text).
+    assert digested["data"]["password"] == digest and digested["stringData"]["t"] == digest
+    assert digested["data"]["gen"] == NORMALIZED
+    assert digested["data"]["bad"].startswith("not base64, sha256:") and not is_digest(digested["data"]["bad"])
+    assert doc["data"]["password"] == "aHVudGVyMg=="  # the document itself is untouched
+    assert digest_secret(digested, keep=(NORMALIZED,)) == digested  # digests are not digested again
     config = {"kind": "ConfigMap", "data": {"password": "plain"}}
-    assert scrub_secret(config, "<gone>") == (config, [])
+    assert digest_secret(config) is config
 
 
 def test_diff_rejects_an_unknown_ref(synced_project: RepoLayout) -> None:

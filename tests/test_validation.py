@@ -14,8 +14,9 @@ from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic
 from astrago_deploy.core.errors import AstragoError, ConfigError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
-from astrago_deploy.render.manifests import load_documents
-from astrago_deploy.render.renderer import NORMALIZED, Renderer, dump_documents
+from astrago_deploy.render.generated import NORMALIZED
+from astrago_deploy.render.manifests import digest_secret, load_documents
+from astrago_deploy.render.renderer import Renderer, dump_documents
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.validate import validation
 from astrago_deploy.validate.validation import validate_documents
@@ -158,6 +159,12 @@ def test_normalized_secret_data_passes_but_real_non_base64_data_does_not() -> No
     assert secret["data"]["generated"] == NORMALIZED  # the caller's document is untouched
     secret["data"]["broken"] = "not base64!"
     assert errors(validate_documents([secret], "1.31", {})) == ["data.broken: not valid base64"]
+    # As the renderer writes them: valid data as digests passes, data that was not base64 still fails.
+    digested = digest_secret(secret, keep=(NORMALIZED,))
+    assert digested["data"]["ok"].startswith("sha256:")
+    assert errors(validate_documents([digested], "1.31", {})) == ["data.broken: not valid base64"]
+    del digested["data"]["broken"]
+    assert validate_documents([digested], "1.31", {}) == []
 
 
 def test_schemas_follow_the_kubernetes_version() -> None:

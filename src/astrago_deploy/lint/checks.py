@@ -1,8 +1,8 @@
 """Repository checks behind `nox -s lint`: each returns Diagnostics, `run_lint` raises if any.
 
 yamllint over our own YAML, `helm lint --strict` of every custom chart, charts.verify, the
-override check (value keys that do not exist in the target chart) and the plaintext-secret
-check.
+override check (value keys that do not exist in the target chart), the plaintext-secret
+check and the determinism check (no release generates a value at render time).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.lint import secrets as secret_scan
+from astrago_deploy.lint.determinism import check_generated
 from astrago_deploy.lint.overrides import check_overrides
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -85,6 +86,10 @@ def secret_problems(layout: RepoLayout) -> list[Diagnostic]:
     return secret_scan.scan(layout)
 
 
+def generated_value_problems(layout: RepoLayout) -> list[Diagnostic]:
+    return check_generated(layout)
+
+
 def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLayout | None = None) -> None:
     layout = layout or RepoLayout.at(Path.cwd())
     failed = []
@@ -94,6 +99,7 @@ def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLay
         ("charts.verify", verify_problems),
         ("value overrides", override_problems),
         ("plaintext secrets", secret_problems),
+        ("generated values", generated_value_problems),
     ):
         problems = check(layout)
         log(f"{title}: {'ok' if not problems else f'{len(problems)} problem(s)'}")

@@ -3,8 +3,8 @@
 The other ref is rendered in a temporary git worktree (the working tree is never touched)
 with the same pinned tools; its vendored charts are copied from this checkout when their
 content digest matches the lock, and vendored otherwise. The charts lock is held shared
-throughout, so a sync cannot change the charts between the two renders. Secret data never
-appears in a diff.
+throughout, so a sync cannot change the charts between the two renders. Secret values appear as
+`sha256:` digests: a changed value shows as a changed digest, the value itself never.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.render.manifests import read_documents, resource_id, scrub_secret
+from astrago_deploy.render.generated import NORMALIZED
+from astrago_deploy.render.manifests import digest_secret, read_documents, resource_id
 from astrago_deploy.render.renderer import EnvironmentRender, Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
-
-REDACTED = "<redacted>"
 
 
 @dataclass
@@ -63,7 +62,8 @@ def load_render(folder: Path) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def _text(doc: dict[str, Any]) -> list[str]:
-    return yaml.dump(scrub_secret(doc, REDACTED)[0], sort_keys=True).splitlines(keepends=True)
+    # Renders hold digests already; a render made elsewhere (or by hand) may not.
+    return yaml.dump(digest_secret(doc, keep=(NORMALIZED,)), sort_keys=True).splitlines(keepends=True)
 
 
 def diff_folders(env: str, before: Path, after: Path) -> EnvironmentDiff:

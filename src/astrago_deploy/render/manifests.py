@@ -1,9 +1,14 @@
 """Reading rendered Kubernetes manifests: documents, identities, the images they pull, and
-Secret values scrubbed (generated ones normalized by the renderer, any redacted from a diff)."""
+Secret values shown as digests (`sha256:<hex>`), so a render, a diff or a report shows that a
+value changed without showing the value."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,9 @@ from astrago_deploy.core import yaml
 _POD_CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
 _SECRET_SECTIONS = ("data", "stringData")
 _CRD_SUFFIXES = (".yaml", ".yml", ".json")
+DIGEST_PREFIX = "sha256:"
+NOT_BASE64_PREFIX = "not base64, "
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def load_documents(text: str, source: str | Path = "<string>") -> list[dict[str, Any]]:
@@ -38,19 +46,44 @@ def crd_files(root: Path) -> list[Path]:
     return found
 
 
-def scrub_secret(doc: dict[str, Any], placeholder: str) -> tuple[dict[str, Any], list[str]]:
-    """A Secret with every `data`/`stringData` value replaced by `placeholder` (a copy; the
-    document is not changed), and the `section.key`s replaced. Other kinds come back as they are."""
+def value_digest(value: str, base64_encoded: bool) -> str:
+    """`sha256:<hex>` of a Secret value: of the decoded bytes for `data` (so a value reads the
+    same in `data` and `stringData`), of the UTF-8 text for `stringData`. `data` that is not
+    base64 keeps a marker saying so, and validation reports it."""
+    if not base64_encoded:
+        return f"{DIGEST_PREFIX}{hashlib.sha256(value.encode()).hexdigest()}"
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return f"{NOT_BASE64_PREFIX}{DIGEST_PREFIX}{hashlib.sha256(value.encode()).hexdigest()}"
+    return f"{DIGEST_PREFIX}{hashlib.sha256(raw).hexdigest()}"
+
+
+def is_digest(value: object) -> bool:
+    """Whether `value` is a digest `value_digest` wrote for valid Secret data."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def digest_secret(doc: dict[str, Any], keep: Collection[str] = ()) -> dict[str, Any]:
+    """A Secret with every `data`/`stringData` value replaced by its digest (a copy; the
+    document is not changed): a change shows, the value does not. Values in `keep` (markers
+    such as the renderer's normalized one) and digests already made stay as they are. Other
+    kinds come back as they are."""
     if doc.get("kind") != "Secret":
-        return doc, []
-    scrubbed = dict(doc)
-    replaced = []
+        return doc
+    digested = dict(doc)
     for section in _SECRET_SECTIONS:
         values = doc.get(section)
         if isinstance(values, dict):
-            scrubbed[section] = dict.fromkeys(values, placeholder)
-            replaced += [f"{section}.{key}" for key in values]
-    return scrubbed, replaced
+            digested[section] = {
+                key: value if _is_marker(value, keep) else value_digest(str(value), section == "data")
+                for key, value in values.items()
+            }
+    return digested
+
+
+def _is_marker(value: object, keep: Collection[str]) -> bool:
+    return value in keep or (isinstance(value, str) and value.startswith((DIGEST_PREFIX, NOT_BASE64_PREFIX)))
 
 
 def resource_id(doc: dict[str, Any], default_namespace: str = "") -> str:

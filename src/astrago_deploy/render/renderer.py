@@ -1,8 +1,11 @@
 """Rendering environments offline: `helmfile template --skip-deps` with the pinned tools.
 
 One helmfile run per environment (each release passes through scripts/post-render, which
-marks where it starts); the stream is split per release, generated values are normalized
-so renders are byte-identical, documents are sorted, and each release is written to
+marks where it starts); the stream is split per release. A release whose chart can generate
+values (render/generated.py) is rendered once more and only the values the two renders
+disagree on are normalized, so renders are byte-identical; Secret values are written as
+`sha256:` digests, so a changed value shows in a diff without the value. Documents are sorted
+and each release is written to
 `rendered/<env>/<release>.yaml`. A content key over every input (helmfile, value layers,
 chart trees, patches, tool pins, this code) lets an unchanged environment be skipped.
 Environments render in parallel within a memory bound, holding the charts lock shared.
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy import __version__
-from astrago_deploy.core import atomic, yaml
+from astrago_deploy.core import atomic, files, yaml
 from astrago_deploy.core.command import Timeouts
 from astrago_deploy.core.digests import path_digest
 from astrago_deploy.core.errors import AstragoError, InputError
@@ -32,11 +35,12 @@ from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.model import environments
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.model.lock import VersionsLock
-from astrago_deploy.render.manifests import load_documents, scrub_secret
+from astrago_deploy.model.releases import releases
+from astrago_deploy.render.generated import NORMALIZED, chart_random_calls, normalize_generated, random_calls
+from astrago_deploy.render.manifests import digest_secret, load_documents
 from astrago_deploy.render.stream import RELEASE_MARKER
 from astrago_deploy.toolchain.pinned import PinnedTools
 
-NORMALIZED = "<normalized: generated at render time>"
 KEY_FILE = ".render-key"
 # One environment's helmfile run holds helmfile plus up to HELM_CONCURRENCY helm processes
 # (90-200 MB each, more for large charts); budget generously per environment.
@@ -68,7 +72,7 @@ _KIND_ORDER = [
 class RenderedRelease:
     name: str
     documents: list[dict[str, Any]]
-    normalized: list[str] = field(default_factory=list)  # where generated values were replaced
+    normalized: list[str] = field(default_factory=list)  # `Kind/ns/name path` of each generated value replaced
 
 
 @dataclass
@@ -103,42 +107,26 @@ def parallelism(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, by_memory))
 
 
-# --- normalization --------------------------------------------------------------------
+# --- generated values -----------------------------------------------------------------
 
 
-def normalize(doc: dict[str, Any]) -> list[str]:
-    """Replace values charts generate afresh on every render; returns what was replaced.
-
-    Secret data (random passwords, generated certificates) and `checksum/*` annotations
-    (hashes of those Secrets) change on every `helm template` of charts such as harbor.
-    """
-    replaced = []
-    meta = doc.get("metadata") or {}
-    ident = f"{doc.get('kind')}/{meta.get('name')}"
-    scrubbed, secret_keys = scrub_secret(doc, NORMALIZED)
-    doc.update(scrubbed)
-    replaced += [f"{ident} {key}" for key in secret_keys]
-    for node in _metadata_nodes(doc):
-        annotations = node.get("annotations")
-        if isinstance(annotations, dict):
-            for key in annotations:
-                if str(key).startswith("checksum/"):
-                    annotations[key] = NORMALIZED
-                    replaced.append(f"{ident} annotation {key}")
-    return replaced
+def generating_releases(layout: RepoLayout, env: str, names: Iterable[str], tools: PinnedTools) -> list[str]:
+    """The releases among `names` whose output may differ between two renders of the same inputs:
+    those whose chart calls a generating function, or all when the helmfile templates do."""
+    names = sorted(names)
+    if any(random_calls(files.read_text(path)) for path in sorted(layout.helmfile_dir.rglob("*.gotmpl"))):
+        return names
+    charts = {ref.name: ref.chart_dir(layout) for ref in releases(layout, env, tools)}
+    return [name for name in names if (chart := charts.get(name)) is None or chart_random_calls(chart)]
 
 
-def _metadata_nodes(node: Any) -> Iterable[dict[str, Any]]:
-    if isinstance(node, dict):
-        meta = node.get("metadata")
-        if isinstance(meta, dict):
-            yield meta
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                yield from _metadata_nodes(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _metadata_nodes(value)
+def describe_normalized(items: Iterable[str]) -> str:
+    """`Kind/ns/name (path, path); ...` for the `Kind/ns/name path` items of one release."""
+    paths: dict[str, list[str]] = {}
+    for item in items:
+        resource, _, path = item.partition(" ")
+        paths.setdefault(resource, []).append(path)
+    return "; ".join(f"{resource} ({', '.join(found)})" for resource, found in paths.items())
 
 
 def sort_key(doc: dict[str, Any]) -> tuple[int, str, str, str, str]:
@@ -210,12 +198,15 @@ class Renderer:
     # False renders without the Kustomize patches (to see what they patch).
     patches: bool = True
 
-    def helmfile_stream(self, env: str) -> str:
+    def helmfile_stream(self, env: str, only: Sequence[str] = ()) -> str:
+        """The `helmfile template` stream of `env`; of the releases named in `only`, if any."""
+        selectors = [arg for name in only for arg in ("--selector", f"name={name}")]
         args = [
             "-f",
             str(self.layout.helmfile),
             "-e",
             env,
+            *selectors,
             "template",
             "--skip-deps",
             "--concurrency",
@@ -228,16 +219,30 @@ class Renderer:
     def _extra_env(self) -> dict[str, str]:
         return {} if self.patches else {"ASTRAGO_PATCHES": "off"}
 
-    def render_releases(self, env: str) -> dict[str, RenderedRelease]:
-        stream = self.helmfile_stream(env)
+    def release_texts(self, env: str, only: Sequence[str] = ()) -> dict[str, str]:
+        stream = self.helmfile_stream(env, only)
         chunks = split_releases(stream)
         if not chunks and stream.strip():
             raise AstragoError(f"{env}: rendered output carries no release markers (is scripts/post-render wired?)")
+        return chunks
+
+    def render_releases(self, env: str) -> dict[str, RenderedRelease]:
+        """Each release's documents, sorted, with Secret values as digests. Releases that can
+        generate values are rendered a second time: what differs is proven generated and
+        normalized (a safety net: our values keep every chart from generating)."""
+        chunks = self.release_texts(env)
+        docs = {name: load_documents(text, f"{env}/{name} (rendered by helmfile)") for name, text in chunks.items()}
+        normalized: dict[str, list[str]] = {}
+        generating = generating_releases(self.layout, env, chunks, self.tools)
+        if generating:
+            again = self.release_texts(env, generating)
+            for name in generating:
+                second = load_documents(again.get(name, ""), f"{env}/{name} (rendered again by helmfile)")
+                normalized[name] = normalize_generated(docs[name], second)
         releases = {}
-        for name, text in sorted(chunks.items()):
-            docs = load_documents(text, f"{env}/{name} (rendered by helmfile)")
-            normalized = [item for doc in docs for item in normalize(doc)]
-            releases[name] = RenderedRelease(name, sorted(docs, key=sort_key), normalized)
+        for name in sorted(docs):
+            shown = [digest_secret(doc, keep=(NORMALIZED,)) for doc in docs[name]]
+            releases[name] = RenderedRelease(name, sorted(shown, key=sort_key), normalized.get(name, []))
         return releases
 
     def render_environment(self, env: Environment) -> EnvironmentRender:

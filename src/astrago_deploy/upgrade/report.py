@@ -19,8 +19,9 @@ from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, p
 from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import FileAccessError
-from astrago_deploy.render.diff import REDACTED, EnvironmentDiff
-from astrago_deploy.render.manifests import crd_files, images, read_documents, scrub_secret
+from astrago_deploy.render.diff import EnvironmentDiff
+from astrago_deploy.render.generated import NORMALIZED
+from astrago_deploy.render.manifests import crd_files, digest_secret, images, read_documents
 
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
@@ -371,14 +372,14 @@ def split_version_label_changes(
     """`diff` split into real changes and changes of version labels only.
 
     `old` and `new` are the renders `diff` was made from (`release:resource` -> (release,
-    document)); Secrets are compared scrubbed, as the diff shows them.
+    document)); Secrets are compared as digests, as the diff shows them.
     """
     real, labels_only = EnvironmentDiff(diff.env), EnvironmentDiff(diff.env)
     for change in diff.changes:
         key = f"{change.release}:{change.resource}"
         if change.change == "changed" and key in old and key in new:
-            a = without_version_labels(scrub_secret(old[key][1], REDACTED)[0])
-            b = without_version_labels(scrub_secret(new[key][1], REDACTED)[0])
+            a = without_version_labels(digest_secret(old[key][1], keep=(NORMALIZED,)))
+            b = without_version_labels(digest_secret(new[key][1], keep=(NORMALIZED,)))
             if a == b:
                 labels_only.changes.append(change)
                 continue

@@ -41,14 +41,15 @@ from astrago_deploy.core.errors import AstragoError, ConfigError, FileAccessErro
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.model import environments
-from astrago_deploy.render.manifests import crd_files, images, load_documents, read_documents, resource_id
-from astrago_deploy.render.renderer import NORMALIZED
+from astrago_deploy.render.generated import NORMALIZED
+from astrago_deploy.render.manifests import crd_files, images, is_digest, load_documents, read_documents, resource_id
 
 Gvk = tuple[str, str, str]  # (group, version, kind); group "" for the core API
 CrdIndex = dict[Gvk, dict[str, Any]]
 
 VERSION_KEY = "cluster.kubernetesVersion"
-# Valid base64 that stands in for Secret data the renderer normalized (not base64 itself).
+# Valid base64 that stands in for Secret data the renderer normalized or wrote as a digest
+# (neither is base64 itself; data that was not base64 keeps a marker that fails the check).
 SECRET_PLACEHOLDER = base64.b64encode(b"normalized").decode()
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _DIRECTIVE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
@@ -418,9 +419,12 @@ def _messages(error: Any) -> list[str]:
 
 
 def _for_schema(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as the API server would decode it: normalized Secret data made base64."""
+    """The document as the API server would decode it: normalized and digested Secret data made base64."""
     if doc.get("kind") == "Secret" and isinstance(doc.get("data"), dict):
-        data = {key: SECRET_PLACEHOLDER if value == NORMALIZED else value for key, value in doc["data"].items()}
+        data = {
+            key: SECRET_PLACEHOLDER if value == NORMALIZED or is_digest(value) else value
+            for key, value in doc["data"].items()
+        }
         return {**doc, "data": data}
     return doc
 
