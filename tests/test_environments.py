@@ -25,6 +25,12 @@ def inv(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(INV), "-r", str(PROJECT), *args], env=env, capture_output=True, text=True)
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_discovery_layers_customers_over_prod(project: RepoLayout) -> None:
     envs = {e.name: e for e in environments.discover(project)}
     assert list(envs)[:3] == ["dev", "stage", "prod"]
@@ -47,6 +53,11 @@ def test_env_init_then_list_shows_the_customer_and_the_values_read_back(project:
     text = path.read_text()
     assert text.startswith("# Customer environment acme: layered over environments/base and environments/prod.\n")
     assert "  # The kube context `inv deploy --env acme` must find as the current context.\n  kubeContext: acme\n" in text
+    # Only the values file lands, readable like every folder a person commits: the staging
+    # folder's marker and mkdtemp's 0700 stay behind.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["values.yaml"]
+    assert path.parent.stat().st_mode & 0o777 == 0o777 & ~current_umask()
+    assert list(project.customers_dir.glob(".*")) == []
     listing = inv(project.root, "env.list")
     assert listing.returncode == 0
     assert "acme             customer base -> prod -> customers/acme" in listing.stdout.splitlines()

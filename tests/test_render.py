@@ -65,6 +65,11 @@ def test_cache_skips_unchanged_environments_and_notices_changes(synced_project: 
     dev, prod = environments.get(synced_project, "dev"), environments.get(synced_project, "prod")
     assert [x.cached for x in r.render([dev, prod])] == [False, False]
     assert [x.cached for x in r.render([dev, prod])] == [True, True]
+    # What lands is the rendered tree only: no staging marker, no mkdtemp 0700, nothing left aside.
+    out = synced_project.rendered_dir / "dev"
+    assert not (out / ".astrago-temp").exists()
+    assert out.stat().st_mode & 0o700 == 0o700 and out.stat().st_mode & 0o055 == 0o055 & ~os.umask(os.umask(0))
+    assert sorted(p.name for p in synced_project.rendered_dir.iterdir()) == ["dev", "prod"]
     override = synced_project.environments_dir / "dev" / "releases" / "astrago.yaml"
     override.write_text(override.read_text().replace("replicaCount: 1", "replicaCount: 4", 1))
     results = {x.env: x for x in r.render([dev, prod])}
