@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def test_helmfile_environments_match_python_discovery(synced_project: RepoLayout
     doc = next(d for d in built if d and "environments" in d)
     assert set(doc["environments"]) == {e.name for e in environments.discover(synced_project)}
     assert doc["environments"]["acme"]["values"][-1] == {"layers": ["base", "prod", "customers/acme"]}
+
+
+def test_a_checkout_without_customer_sites_still_has_its_stages(project: RepoLayout) -> None:
+    """Git keeps no empty folder: with every customer site removed, `environments/customers` is
+    gone in a fresh clone or an upgrade's worktree, and the helmfile must still load."""
+    shutil.rmtree(project.customers_dir)
+    built = yaml.safe_load_all(helmfile(project, "-e", "dev", "build"))
+    doc = next(d for d in built if d and "environments" in d)
+    assert set(doc["environments"]) == {"dev", "stage", "prod"} == {e.name for e in environments.discover(project)}
 
 
 def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
