@@ -399,3 +399,15 @@ def test_a_sync_killed_at_any_step_leaves_each_chart_old_or_new_and_the_next_syn
             assert tree_digest(layout.chart_dir(name, chart.version)) == chart.tree
         assert sorted(p.name for p in layout.external_dir.iterdir()) == sorted(c.dirname for c in charts.values())
         assert layout.lock_file.read_text() == lock_text
+
+
+def test_lint_gives_up_on_a_sync_before_reading_any_chart(synced_project: RepoLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nox -s lint` runs helm lint and the override check over charts/external: it holds the
+    charts lock shared like every other reader, so a sync cannot swap a tree under it."""
+    from astrago_deploy.lint import checks
+
+    monkeypatch.setenv("ASTRAGO_LOCK_WAIT", "0")
+    lines: list[str] = []
+    with charts_lock_held(synced_project.root, "exclusive", "charts.sync"), pytest.raises(LockBusyError):
+        checks.run_lint(lines.append, [], synced_project)
+    assert lines == []  # no check ran

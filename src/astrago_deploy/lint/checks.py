@@ -21,6 +21,7 @@ from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.locks import charts_lock
 from astrago_deploy.lint import secrets as secret_scan
 from astrago_deploy.lint.determinism import check_generated
 from astrago_deploy.lint.overrides import check_overrides
@@ -93,19 +94,22 @@ def generated_value_problems(layout: RepoLayout) -> list[Diagnostic]:
 def run_lint(log: Callable[[str], object], _args: Sequence[str], layout: RepoLayout | None = None) -> None:
     layout = layout or RepoLayout.at(Path.cwd())
     failed = []
-    for title, check in (
+    checks = (
         ("yamllint", yamllint_problems),
         ("helm lint", helm_lint_problems),
         ("charts.verify", verify_problems),
         ("value overrides", override_problems),
         ("plaintext secrets", secret_problems),
         ("generated values", generated_value_problems),
-    ):
-        problems = check(layout)
-        log(f"{title}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
-        for problem in problems:
-            log(f"  {format_diagnostic(problem)}")
-        if problems:
-            failed.append(title)
+    )
+    # helm lint, the override check and the renders read charts/external: no sync may swap a tree meanwhile.
+    with charts_lock(layout).shared("lint"):
+        for title, check in checks:
+            problems = check(layout)
+            log(f"{title}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+            for problem in problems:
+                log(f"  {format_diagnostic(problem)}")
+            if problems:
+                failed.append(title)
     if failed:
         raise AstragoError(f"lint failed: {', '.join(failed)}")
