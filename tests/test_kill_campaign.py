@@ -292,6 +292,7 @@ def gpu_project(tmp_path: Path, synced_template: RepoLayout) -> RepoLayout:
     return RepoLayout.at(root)
 
 
+@pytest.mark.timeout(1500)  # ~60 s idle, ~260 s at load 14: a busy machine must not fail it
 def test_charts_upgrade_killed_at_random_moments_leaves_no_unfinished_branch_and_the_next_run_prunes(
     gpu_project: RepoLayout, mirror: Path, kill_rng: random.Random, tmp_path: Path
 ) -> None:
