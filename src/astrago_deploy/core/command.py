@@ -332,6 +332,10 @@ class _Running:
             # Also when a second Ctrl-C cuts the grace period short.
             self.signal_group(signal.SIGKILL)
         drain_end = time.monotonic() + _DRAIN_SECONDS
+        # SIGKILL takes effect when each process is next scheduled (late on a loaded machine):
+        # return only once the group is gone, so a caller may remove what its tools were using.
+        while time.monotonic() < drain_end and _group_alive(self.pgid, self):
+            time.sleep(_POLL_SECONDS)
         for pump in pumps:
             pump.join(timeout=max(0.0, drain_end - time.monotonic()))
         self.proc.wait()
