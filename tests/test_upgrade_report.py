@@ -146,11 +146,11 @@ def test_changes_of_version_labels_only_are_told_apart(tmp_path: Path) -> None:
     real, labels_only = split_version_label_changes(diff, load_render(before), load_render(after))
 
     # The Deployment's selector and pod template labels, the Service's selector: labels still.
-    # A Secret whose data changed reads as the diff shows it (values redacted): labels only.
+    # A Secret whose data changed reads as the diff shows it (values as digests): a real change.
     assert [c.resource for c in labels_only.changes] == [
-        "ConfigMap/demo/plain", "Deployment/demo/demo", "Secret/demo/demo", "Service/demo/demo",
+        "ConfigMap/demo/plain", "Deployment/demo/demo", "Service/demo/demo",
     ]  # fmt: skip
-    assert [c.resource for c in real.changes] == ["ConfigMap/demo/settings"]
+    assert [c.resource for c in real.changes] == ["ConfigMap/demo/settings", "Secret/demo/demo"]
 
 
 def test_an_image_change_beside_the_labels_is_a_real_change(tmp_path: Path) -> None:
