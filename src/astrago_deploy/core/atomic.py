@@ -66,6 +66,16 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_tree(parent: Path, name: str) -> Iterator[Path]:
+    """An empty folder `name` inside a `staging_dir` of `parent`, to be moved into place whole:
+    the staging folder's marker (and mkdtemp's mode 0700) stay behind when it is moved."""
+    with staging_dir(parent, name) as staging:
+        tree = staging / name
+        tree.mkdir()
+        yield tree
+
+
 # renameat2(2) flags (linux/fs.h).
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2

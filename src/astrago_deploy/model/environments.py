@@ -198,10 +198,7 @@ def init_customer(
     if target.exists():
         raise InputError(f"environment {name!r} already exists at {target}; nothing was written")
     settings = customer_settings(ip, nfs_server, nfs_path, context, registry or "")
-    with atomic.staging_dir(layout.customers_dir, name) as staging:
-        # A folder inside the marked staging folder: the marker (and mkdtemp's 0700) stay behind.
-        staged = staging / name
-        staged.mkdir()
+    with atomic.staged_tree(layout.customers_dir, name) as staged:
         atomic.write_text(staged / "values.yaml", customer_values(name, settings))
         # What helmfile will read must be what was asked for, value by value and type by type.
         if yaml.read(staged / "values.yaml") != settings:

@@ -257,10 +257,7 @@ class Renderer:
             )
         releases = self.render_releases(env.name)
         self.out_root.mkdir(parents=True, exist_ok=True)
-        with atomic.staging_dir(self.out_root, env.name) as staging:
-            # The tree is a folder inside the marked staging folder, so the marker stays behind.
-            staged = staging / env.name
-            staged.mkdir()
+        with atomic.staged_tree(self.out_root, env.name) as staged:
             for name, release in releases.items():
                 (staged / f"{name}.yaml").write_text(dump_documents(release.documents), encoding="utf-8")
             counts = {name: len(r.documents) for name, r in releases.items()}
