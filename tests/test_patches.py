@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from astrago_deploy.model import environments
 from astrago_deploy.patches import check as patch_check
 from astrago_deploy.render.manifests import load_documents
 from astrago_deploy.render.renderer import Renderer
+from astrago_deploy.render.stream import marker
 from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT
@@ -228,3 +230,33 @@ def test_unknown_release_is_refused(synced_project: RepoLayout, tmp_path: Path) 
     (synced_project.patches_dir / "nginx").mkdir()
     with pytest.raises(InputError, match="there is no release 'nginx'"):
         patch_check.check_patches(synced_project, [], ["dev"])
+
+
+# --- the post-renderer's two paths -------------------------------------------------------
+
+
+def post_render(layout: RepoLayout, release: str, manifests: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(layout.root / "scripts" / "post-render"), "--release", release, "--env", "dev"],
+        input=manifests, capture_output=True, text=True, env={**os.environ, **environ},
+    )
+
+
+def test_a_release_without_patches_is_marked_and_passed_through_without_python(project: RepoLayout) -> None:
+    """scripts/post-render answers a release with no patches/<release>/ itself (helm runs it for
+    every release: a Python start each is most of a render's time): the same marker
+    render/stream.py reads, then the manifests byte for byte."""
+    manifests = "---\n# Source: x/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n\n"
+    no_python = {"ASTRAGO_PYTHON": "/nonexistent/python"}  # the fast path never starts it
+    proc = post_render(project, "csi-driver-nfs", manifests, **no_python)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == marker("csi-driver-nfs", "dev") + manifests
+    # ASTRAGO_PATCHES=off: a patched release takes the same path (patches.check's unpatched render).
+    assert post_render(project, "harbor", manifests, ASTRAGO_PATCHES="off", **no_python).stdout == (
+        marker("harbor", "dev") + manifests
+    )
+    # A patched release goes through Python, which writes the same marker before its patched output.
+    assert post_render(project, "harbor", manifests, **no_python).returncode != 0
+    patched = post_render(project, "harbor", "", ASTRAGO_PYTHON=sys.executable)
+    assert patched.returncode == 0, patched.stderr
+    assert patched.stdout == marker("harbor", "dev")
