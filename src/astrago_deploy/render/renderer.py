@@ -158,13 +158,11 @@ def split_releases(stream: str) -> dict[str, str]:
 # --- the content key ------------------------------------------------------------------
 
 
-def render_key(layout: RepoLayout, env: Environment, tool_environ: Mapping[str, str]) -> str:
-    """Digest over everything an environment's render depends on (this package's code too),
-    including `tool_environ`: the variables that reach helmfile and can change its output
-    (`PinnedTools.render_inputs`), since its templates may read any of them."""
+def shared_inputs_digest(layout: RepoLayout) -> str:
+    """Digest over what every environment's render depends on: this package's code, the
+    helmfile, our charts, the patches, the lock and every chart it pins, the tool pins and the
+    post-renderer. Computed once per `Renderer.render` call, not once per environment."""
     digest = hashlib.sha256(f"astrago-render {__version__}\n".encode())
-    for name, value in sorted(tool_environ.items()):
-        digest.update(f"env {name}={value}\n".encode())
     package = Path(__file__).resolve().parent.parent
     for source in sorted(package.rglob("*.py")):
         digest.update(f"{source.relative_to(package).as_posix()} {path_digest(source)}\n".encode())
@@ -175,10 +173,22 @@ def render_key(layout: RepoLayout, env: Environment, tool_environ: Mapping[str, 
         layout.lock_file,
         layout.toolchain_manifest,
         layout.root / "scripts" / "post-render",
-        *env.layer_dirs(layout),
     ]
     inputs += [layout.chart_dir(c.name, c.version) for c in VersionsLock.load(layout.lock_file).charts()]
     for path in inputs:
+        digest.update(f"{path.relative_to(layout.root).as_posix()} {path_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def render_key(layout: RepoLayout, env: Environment, tool_environ: Mapping[str, str], shared: str | None = None) -> str:
+    """Digest over everything an environment's render depends on: the shared inputs
+    (`shared_inputs_digest`, computed here unless given), the environment's value layers, and
+    `tool_environ`: the variables that reach helmfile and can change its output
+    (`PinnedTools.render_inputs`), since its templates may read any of them."""
+    digest = hashlib.sha256(f"shared {shared or shared_inputs_digest(layout)}\n".encode())
+    for name, value in sorted(tool_environ.items()):
+        digest.update(f"env {name}={value}\n".encode())
+    for path in env.layer_dirs(layout):
         digest.update(f"{path.relative_to(layout.root).as_posix()} {path_digest(path)}\n".encode())
     return digest.hexdigest()
 
@@ -245,10 +255,12 @@ class Renderer:
             releases[name] = RenderedRelease(name, sorted(shown, key=sort_key), normalized.get(name, []))
         return releases
 
-    def render_environment(self, env: Environment) -> EnvironmentRender:
+    def render_environment(self, env: Environment, shared: str | None = None) -> EnvironmentRender:
+        """Render `env` into `out_root/<env>`, or keep the render there if its key matches;
+        `shared` is `shared_inputs_digest` when the caller has it already."""
         started = time.monotonic()
         out_dir = self.out_root / env.name
-        key = render_key(self.layout, env, self.tools.render_inputs(self._extra_env()))
+        key = render_key(self.layout, env, self.tools.render_inputs(self._extra_env()), shared)
         key += "" if self.patches else "-unpatched"
         summary = _cached_summary(out_dir, key) if self.use_cache else None
         if summary is not None:
@@ -277,9 +289,10 @@ class Renderer:
         for env in envs:
             environments.check_value_files(self.layout, env)
         workers = parallelism(len(envs))
-        jobs = [(env.name, functools.partial(self.render_environment, env)) for env in envs]
         # helm reads charts/external throughout: no sync may swap a chart tree meanwhile.
         with charts_lock(self.layout).shared("render"):
+            shared = shared_inputs_digest(self.layout)
+            jobs = [(env.name, functools.partial(self.render_environment, env, shared)) for env in envs]
             results, failures = run_jobs(jobs, workers, "render")
         if failures:
             raise AstragoError("render failed:\n" + "\n".join(f"{name}: {exc}" for name, exc in failures))
