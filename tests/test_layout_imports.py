@@ -173,3 +173,21 @@ def test_the_rules_see_relative_nested_and_private_imports() -> None:
         f"{ROOT}.render.renderer:4 imports {ROOT}.core._secret",
         f"{ROOT}.render.renderer:5 imports {ROOT}.lint._rules",
     ]
+
+
+def test_building_the_task_namespace_loads_no_capability() -> None:
+    """`inv` imports every task module to build its namespace; each task imports what it calls
+    inside its body, so starting `inv render` loads neither the HTTP stack, GitPython, the
+    schema validator nor any capability subpackage (tasks/__init__.py says why)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from pathlib import Path; from astrago_deploy.tasks import build_namespace; "
+        "build_namespace(Path('.')); print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
+    heavy = {"requests", "urllib3", "git", "jsonschema", "kubernetes_validate", "ruamel.yaml", "semver"}
+    capabilities = {f"{ROOT}.{name}" for layer in LAYERS[1:-2] for name in layer}
+    assert not loaded & (heavy | capabilities), sorted(loaded & (heavy | capabilities))
+    assert f"{ROOT}.tasks.render" in loaded  # the probe did build the namespace

@@ -1,4 +1,10 @@
-"""The invoke namespace, wiring only (parse options, call the library): one sub-collection per concern."""
+"""The invoke namespace, wiring only (parse options, call the library): one sub-collection per concern.
+
+Each task imports the library it calls inside its own body: `inv` loads every task module to
+build this namespace, and at the top of a module the imports of every task would be paid by
+every command (`inv render` would load the HTTP stack, GitPython and the schema validator;
+about half of a warm no-op render's wall time). tests/test_layout_imports.py keeps it so.
+"""
 
 from __future__ import annotations
 

@@ -9,15 +9,8 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy.charts import scaffold
-from astrago_deploy.charts.vendor import default_vendor
 from astrago_deploy.cli import layout_of, say, user_errors, warn
-from astrago_deploy.core.console import ConsoleProgress
-from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
-from astrago_deploy.core.http import Fetcher
-from astrago_deploy.upgrade.plan import UpgradeOptions
-from astrago_deploy.upgrade.upgrader import Upgrader
 
 MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for every upstream (or CHARTS_MIRROR)"
 
@@ -29,6 +22,9 @@ MIRROR_HELP = "Root URL or directory laid out <host>/<path>/ standing in for eve
 @user_errors
 def sync(ctx: Context, name: list[str] | None = None, mirror: str | None = None) -> None:
     """Vendor every locked chart into charts/external, verified against the lock."""
+    from astrago_deploy.charts.vendor import default_vendor
+    from astrago_deploy.core.console import ConsoleProgress
+
     vendor = default_vendor(layout_of(ctx), mirror, ConsoleProgress(), warn)
     for result in vendor.sync(name or None):
         say(f"{result.name:20} {result.version:12} {result.action}")
@@ -57,6 +53,10 @@ def add(
     mirror: str | None = None,
 ) -> None:
     """Lock and vendor a new upstream chart; with --release, scaffold its release too."""
+    from astrago_deploy.charts import scaffold
+    from astrago_deploy.charts.vendor import default_vendor
+    from astrago_deploy.core.console import ConsoleProgress
+
     layout = layout_of(ctx)
     plan = scaffold.plan_release(layout, release, name, namespace or release or "", tier) if release else None
     chart = default_vendor(layout, mirror, ConsoleProgress(), warn).add(name, repo, version)
@@ -70,6 +70,9 @@ def add(
 @user_errors
 def verify(ctx: Context) -> None:
     """Offline: vendored trees match the lock, no folder missing or extra, releases use locked charts."""
+    from astrago_deploy.charts.vendor import default_vendor
+    from astrago_deploy.core.diagnostics import format_diagnostic
+
     problems = default_vendor(layout_of(ctx), None).verify()
     for problem in problems:
         say(format_diagnostic(problem))
@@ -88,6 +91,8 @@ def verify(ctx: Context) -> None:
 @user_errors
 def outdated(ctx: Context, json_: bool = False, prereleases: bool = False, mirror: str | None = None) -> None:
     """Per chart: locked version, newest stable, newest in the same major, semver distance."""
+    from astrago_deploy.charts.vendor import default_vendor
+
     rows = default_vendor(layout_of(ctx), mirror).outdated(prereleases)
     if json_:
         say(json.dumps([row.as_json() for row in rows], indent=2))
@@ -118,6 +123,10 @@ def upgrade(
     mirror: str | None = None,
 ) -> None:
     """Bump a chart on a new branch chart/NAME-VERSION with an impact report (and a pull request)."""
+    from astrago_deploy.core.http import Fetcher
+    from astrago_deploy.upgrade.plan import UpgradeOptions
+    from astrago_deploy.upgrade.upgrader import Upgrader
+
     layout = layout_of(ctx)
     fetcher = Fetcher.for_mirror(mirror)
     options = UpgradeOptions(name, to, not no_pr, Path(json_).resolve() if json_ else None, dry_run)

@@ -7,8 +7,6 @@ from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors
 from astrago_deploy.core.errors import InputError
-from astrago_deploy.core.locks import charts_lock
-from astrago_deploy.deploy import deployer as deploying
 
 SELECT_HELP = {
     "env": "Environment to act on (its cluster.kubeContext must be the current context)",
@@ -19,6 +17,9 @@ SELECT_HELP = {
 
 
 def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool) -> None:
+    from astrago_deploy.core.locks import charts_lock
+    from astrago_deploy.deploy import deployer as deploying
+
     layout = layout_of(ctx)
     # One shared hold from charts.verify to the end of helmfile: no sync swaps a chart in between.
     with charts_lock(layout).shared(f"helmfile {action}"):

@@ -7,13 +7,14 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors
-from astrago_deploy.model import environments
 
 
 @task(name="list")
 @user_errors
 def list_(ctx: Context) -> None:
     """Show every environment and its value layers (lowest precedence first)."""
+    from astrago_deploy.model import environments
+
     layout = layout_of(ctx)
     for env in environments.discover(layout):
         kind = "customer" if env.customer else "stage"
@@ -44,6 +45,8 @@ def init(
     registry: str | None = None,
 ) -> None:
     """Create environments/customers/NAME/values.yaml; refuses bad input or an existing name."""
+    from astrago_deploy.model import environments
+
     path = environments.init_customer(layout_of(ctx), name, ip, nfs_server, nfs_path, kube_context, registry)
     say(f"created {path}")
 

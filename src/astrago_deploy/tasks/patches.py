@@ -8,8 +8,6 @@ from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors
 from astrago_deploy.core.errors import AstragoError
-from astrago_deploy.patches import check as patch_check
-from astrago_deploy.patches import kustomize as patching
 
 
 @task(
@@ -22,6 +20,8 @@ from astrago_deploy.patches import kustomize as patching
 @user_errors
 def check(ctx: Context, release: str | None = None, env: list[str] | None = None) -> None:
     """Per patch: file, target, applied / stale / failed and why; non-zero if any is not applied."""
+    from astrago_deploy.patches import check as patch_check
+
     layout = layout_of(ctx)
     results = patch_check.check_patches(layout, [release] if release else [], env or [])
     if not results:
@@ -49,6 +49,9 @@ def new(
     ctx: Context, release: str, kind: str, name: str, env: list[str] | None = None, only_env: str | None = None
 ) -> None:
     """Scaffold a strategic-merge patch for a resource that exists in the current render."""
+    from astrago_deploy.patches import check as patch_check
+    from astrago_deploy.patches import kustomize as patching
+
     layout = layout_of(ctx)
     lookup = env or ([only_env] if only_env else [])
     resource = patch_check.find_resource(layout, release, kind, name, lookup)

@@ -9,12 +9,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors, warn
-from astrago_deploy.core import diagnostics
-from astrago_deploy.core.diagnostics import format_diagnostic
 from astrago_deploy.core.errors import AstragoError
-from astrago_deploy.render import diff as render_diff
-from astrago_deploy.render import renderer as rendering
-from astrago_deploy.validate import validation
 
 
 @task(
@@ -37,6 +32,8 @@ def render(
     no_cache: bool = False,
 ) -> None:
     """Render environments with helmfile (offline, vendored charts) into rendered/<env>/<release>.yaml."""
+    from astrago_deploy.render import renderer as rendering
+
     layout = layout_of(ctx)
     rendering.require_vendored(layout)
     envs = rendering.select_environments(layout, env or [], all_)
@@ -73,6 +70,9 @@ def render(
 @user_errors
 def diff(ctx: Context, base: str, env: list[str] | None = None, mirror: str | None = None, stat: bool = False) -> None:
     """Diff the rendered output of a git ref against the working tree, per environment and resource."""
+    from astrago_deploy.render import diff as render_diff
+    from astrago_deploy.render import renderer as rendering
+
     layout = layout_of(ctx)
     rendering.require_vendored(layout, "diff")
     result = render_diff.compare(layout, base, env or [], mirror)
@@ -92,6 +92,11 @@ def diff(ctx: Context, base: str, env: list[str] | None = None, mirror: str | No
 @user_errors
 def validate(ctx: Context, env: list[str] | None = None, warnings: bool = False) -> None:
     """Validate rendered/<env>/ offline: Kubernetes schemas (strict), CRD schemas, offline images."""
+    from astrago_deploy.core import diagnostics
+    from astrago_deploy.core.diagnostics import format_diagnostic
+    from astrago_deploy.render import renderer as rendering
+    from astrago_deploy.validate import validation
+
     layout = layout_of(ctx)
     names = [e.name for e in rendering.select_environments(layout, env or [], False)]
     findings = validation.validate_rendered(layout, names)

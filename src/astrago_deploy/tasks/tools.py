@@ -8,7 +8,6 @@ from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors, warn
 from astrago_deploy.core.errors import ToolNotInstalledError
-from astrago_deploy.toolchain import pinned as toolchain
 
 
 @task(
@@ -21,6 +20,8 @@ from astrago_deploy.toolchain import pinned as toolchain
 @user_errors
 def install(ctx: Context, name: list[str] | None = None, mirror: str | None = None) -> None:
     """Install the pinned tools into .tools/bin, verifying each sha256."""
+    from astrago_deploy.toolchain import pinned as toolchain
+
     layout = layout_of(ctx)
     installer = toolchain.default_installer(layout, mirror, warn)
     for line in installer.install(name or None):
@@ -31,6 +32,8 @@ def install(ctx: Context, name: list[str] | None = None, mirror: str | None = No
 @user_errors
 def check(ctx: Context) -> None:
     """Print each pinned tool's version and whether its binary matches the pin."""
+    from astrago_deploy.toolchain import pinned as toolchain
+
     layout = layout_of(ctx)
     bad = []
     for status in toolchain.check_tools(layout):
