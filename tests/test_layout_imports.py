@@ -191,3 +191,15 @@ def test_building_the_task_namespace_loads_no_capability() -> None:
     capabilities = {f"{ROOT}.{name}" for layer in LAYERS[1:-2] for name in layer}
     assert not loaded & (heavy | capabilities), sorted(loaded & (heavy | capabilities))
     assert f"{ROOT}.tasks.render" in loaded  # the probe did build the namespace
+
+
+def test_rendering_loads_neither_the_http_stack_nor_git() -> None:
+    """A render runs pinned tools and reads files: loading requests or GitPython for it would
+    be start-up paid on every `inv render` (toolchain.pinned imports HTTP only to install)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, astrago_deploy.render.renderer; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
+    assert f"{ROOT}.render.renderer" in loaded
+    assert not loaded & {"requests", "urllib3", "git"}, sorted(loaded & {"requests", "urllib3", "git"})

@@ -26,7 +26,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astrago_deploy.core import atomic, markers, yaml
 from astrago_deploy.core.command import Command, Timeouts
@@ -42,9 +42,11 @@ from astrago_deploy.core.errors import (
     PipError,
     ToolNotInstalledError,
 )
-from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.toolchain import environment
+
+if TYPE_CHECKING:
+    from astrago_deploy.core.http import Fetcher
 
 MAX_TOOL_BYTES = 512 * 1024 * 1024
 STAMP_FILE = ".verified.json"
@@ -495,5 +497,8 @@ def check_tools(layout: RepoLayout) -> list[ToolStatus]:
 def default_installer(layout: RepoLayout, mirror: str | None, log: Callable[[str], None]) -> ToolInstaller:
     """An installer reading through `--mirror`/`TOOLS_MIRROR` when one is given."""
     raw = mirror or os.environ.get("TOOLS_MIRROR")
+    # Only installing downloads: running a tool (every render) does not load the HTTP stack.
+    from astrago_deploy.core.http import Fetcher, Mirror  # noqa: PLC0415
+
     fetcher = Fetcher(mirror=Mirror.from_option(raw) if raw else None, retries=1, timeout=20)
     return ToolInstaller(layout, fetcher, dict(os.environ), log)
