@@ -126,3 +126,36 @@ def test_customer_environment_renders(synced_project: RepoLayout, tmp_path: Path
     storage = next(d for d in docs if d["kind"] == "StorageClass")
     assert storage["parameters"] == {"server": "10.1.2.4", "share": "/acme"}
     assert all(i.startswith("10.1.2.3:30002/") for i in images(out))
+
+
+def helmfile_settings(layout: RepoLayout, env: str) -> object:
+    """The environment values as helmfile merges them: the helmfile's environments part, then a
+    part that prints `.Values` as JSON where `helmfile build` shows it (helmDefaults.kubeContext)."""
+    environments_part = layout.helmfile.read_text().split("\n---\n", 1)[0]
+    probe = layout.helmfile_dir / "values-probe.yaml.gotmpl"
+    probe.write_text(
+        environments_part + "\n---\nhelmDefaults:\n  kubeContext: {{ .Values | toJson | quote }}\n"
+        "releases:\n- name: probe\n  chart: ./probe\n  installed: false\n"
+    )
+    try:
+        out = PinnedTools(layout).run("helmfile", ["-f", str(probe), "-e", env, "build"], timeout=300)
+    finally:
+        probe.unlink()
+    doc = next(d for d in yaml.safe_load_all(out) if d and "helmDefaults" in d)
+    return json.loads(doc["helmDefaults"]["kubeContext"])
+
+
+def test_python_merges_environment_values_as_helmfile_does(project: RepoLayout) -> None:
+    """`environments.settings` mirrors helmfile's merge of the layers' values.yaml: nested
+    mappings merge, lists and scalars are replaced by the later layer."""
+    environments.init_customer(project, "acme", "10.1.2.3", "10.1.2.4", "/acme")
+    acme = project.customers_dir / "acme" / "values.yaml"
+    acme.write_text(
+        acme.read_text()
+        + "ingress:\n  annotations: {a: '1'}\nextraList: [x]\nnested: {keep: {deep: 1}, replaced: [1, 2]}\n"
+    )
+    prod = project.environments_dir / "prod" / "values.yaml"
+    prod.write_text(prod.read_text() + "extraList: [p, q]\nnested: {keep: {other: 2}, replaced: {was: map}}\n")
+    for env in environments.discover(project):
+        expected = {**environments.settings(project, env), "layers": list(env.layers)}
+        assert helmfile_settings(project, env.name) == expected, env.name

@@ -7,6 +7,7 @@ for imports inside functions and under `TYPE_CHECKING` too.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,3 +204,20 @@ def test_rendering_loads_neither_the_http_stack_nor_git() -> None:
     loaded = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split())
     assert f"{ROOT}.render.renderer" in loaded
     assert not loaded & {"requests", "urllib3", "git"}, sorted(loaded & {"requests", "urllib3", "git"})
+
+
+def readme_layout_rows() -> list[str]:
+    """The units the README's layout table has a row for, in the table's order."""
+    readme = (PACKAGE.parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = []
+    for line in readme.splitlines():
+        cell = line.split("|")[1].strip() if line.startswith("| `astrago_deploy/") else ""
+        rows += re.findall(r"`astrago_deploy/(\w+)(?:/|\.py)`|`(\w+)/`", cell)
+    return [module or folder for module, folder in rows]
+
+
+def test_the_readme_layout_table_has_a_row_for_each_subpackage_in_layer_order() -> None:
+    rows = readme_layout_rows()
+    assert sorted(set(rows)) == sorted({*SUBPACKAGES, "cli"}), "one README layout row per subpackage (and cli.py)"
+    ranks = [RANK[name] for name in rows]
+    assert ranks == sorted(ranks), f"README rows out of layer order: {rows}"

@@ -529,6 +529,38 @@ def test_a_64_mib_blob_is_pushed_and_pulled_with_flat_memory_and_resumed_after_a
     assert list(tmp_path.iterdir()) == [dest]
 
 
+def test_a_64_mib_blob_behind_token_auth_resumes_after_a_cut_with_the_same_token(
+    secured: Callable[[str], Secured], token_server: TokenServer, tmp_path: Path
+) -> None:
+    """The resumed Range request is authorized like the first one: one token, no second challenge."""
+    target = secured("registry-a")
+    source = tmp_path / "source"
+    digest = write_random(source, 64 * MiB)
+    ref = Reference(target.host, "team/big")
+    RegistryClient({}).push_blob(ref, source, digest)
+    token_server.issued.clear()
+    client = RegistryClient({}, backoff=0.0)
+    assert client.head_blob(ref, digest) == 64 * MiB  # challenged, token fetched and cached
+    target.proxy.seen.clear()
+    target.proxy.cut[f"/blobs/{digest}"] = 20 * MiB + 123
+
+    tracemalloc.start()
+    try:
+        dest = client.pull_blob(ref, digest, tmp_path / "out" / "blob")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB
+    assert _file_sha256(dest) == digest
+    (token,) = {i.token for i in token_server.issued}
+    gets = [s for s in target.proxy.seen if s.method == "GET" and f"/blobs/{digest}" in s.path]
+    assert [(s.headers.get("Range"), s.headers.get("Authorization"), s.status) for s in gets] == [
+        (None, f"Bearer {token}", 200),
+        (f"bytes={20 * MiB + 123}-", f"Bearer {token}", 206),
+    ]
+    assert list(dest.parent.iterdir()) == [dest]
+
+
 def test_a_cut_download_starts_over_when_the_server_ignores_range(
     registry: RegistryProcess, big_blob: tuple[Reference, str, Path, int], tmp_path: Path
 ) -> None:

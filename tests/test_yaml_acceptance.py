@@ -19,7 +19,7 @@ import pytest
 from astrago_deploy.core import yaml
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.model import environments
-from astrago_deploy.render.manifests import crd_files
+from astrago_deploy.render.manifests import crd_files, images
 
 from .conftest import git
 from .test_upgrade import copy_synced, inv
@@ -55,14 +55,8 @@ def kps(tmp_path_factory: pytest.TempPathFactory, synced_template: RepoLayout, m
         "--release", "prometheus", "--namespace", "monitoring", "--tier", "monitoring",
         CHARTS_MIRROR=str(mirror),
     )  # fmt: skip
-    # Environments that pull through a site registry need the chart's images from it; a real
-    # monitoring tier (issue 17) maps them in the helmfile, this scratch project per environment.
-    for env in environments.discover(layout):
-        registry = (environments.settings(layout, env).get("offline") or {}).get("registry")
-        if registry:
-            values = env.layer_dirs(layout)[-1] / "releases" / "prometheus.yaml"
-            values.parent.mkdir(parents=True, exist_ok=True)
-            values.write_text(f"global:\n  imageRegistry: {registry}\n", encoding="utf-8")
+    # No hand-written values: environments with a site registry (stage, sample-site) get it as
+    # the chart's global.imageRegistry from helmfile/values/offline-images.yaml.gotmpl.
     rendered = inv(root, "render", "--all")
     validated = inv(root, "validate")
     git(root, "add", "-A")
@@ -83,6 +77,19 @@ def test_kube_prometheus_stack_renders_and_validates(kps: KpsProject) -> None:
     rendered = kps.layout.rendered_dir / "dev" / "prometheus.yaml"
     kinds = {doc.get("kind") for doc in yaml.read_all(rendered) if doc}
     assert "Prometheus" in kinds
+
+
+def test_a_chart_added_with_global_image_registry_pulls_from_the_site_registry(kps: KpsProject) -> None:
+    for env in environments.discover(kps.layout):
+        registry = (environments.settings(kps.layout, env).get("offline") or {}).get("registry")
+        rendered = kps.layout.rendered_dir / env.name / "prometheus.yaml"
+        pulled = {image for doc in yaml.read_all(rendered) if doc for image in images(doc)}
+        assert pulled, env.name
+        if registry:
+            assert sorted(i for i in pulled if not i.startswith(f"{registry}/")) == [], env.name
+            assert f"{registry}/prometheus/node-exporter:v1.7.0" in pulled
+        else:
+            assert "quay.io/prometheus/node-exporter:v1.7.0" in pulled
 
 
 def test_its_upgrade_report_compares_all_ten_crds(kps: KpsProject) -> None:

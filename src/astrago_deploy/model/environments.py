@@ -4,7 +4,8 @@ The stage environments are `dev`, `stage` and `prod`; every folder under
 `environments/customers/<name>/` is a customer environment, picked up by the helmfile without
 an edit. Values layer `base` -> the stage -> the customer, later layers winning; a customer
 site is a production site, so its stage layer is `prod`. This module mirrors the helmfile's
-discovery rule (a test keeps the two in agreement) and creates customer environments.
+discovery rule and its merge of the layers' values (tests keep both in agreement with
+helmfile's own answer) and creates customer environments.
 """
 
 from __future__ import annotations
