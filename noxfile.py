@@ -81,8 +81,9 @@ def validate(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pytest; arguments after -- go to pytest)."""
-    session.run(PYTHON, "-m", "pytest", *(session.posargs or ["-q"]))
+    """Run the test suite (pytest; arguments after -- go to pytest), naming the 15 slowest tests."""
+    # The slowest tests are named so a CI run shows where its minutes went.
+    session.run(PYTHON, "-m", "pytest", *(session.posargs or ["-q", "--durations=15"]))
 
 
 @nox.session
