@@ -69,8 +69,13 @@ class OciClient:
     def __init__(self, fetcher: Fetcher) -> None:
         environ = dict(fetcher.environ)
         self.mirror = environ.get("OCI_MIRROR", "").removeprefix("oci://")
+        # The fetcher's read timeout and total deadline (scaled) bound registry requests too.
         self.registry = RegistryClient(
-            environ, retries=fetcher.retries, backoff=fetcher.backoff, timeout=fetcher.read_timeout
+            environ,
+            retries=fetcher.retries,
+            backoff=fetcher.backoff,
+            timeout=fetcher.read_timeout,
+            deadline=fetcher.total_deadline,
         )
 
     def _located(self, chart: OciChart) -> Reference:
