@@ -18,9 +18,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from astrago_deploy.charts.index import chart_version_problem
 from astrago_deploy.core.errors import FetchError, IntegrityError
 from astrago_deploy.core.http import Fetcher, host_port
+from astrago_deploy.model.chart_names import chart_version_problem
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.errors import DigestMismatchError, RegistryError
 from astrago_deploy.registry.manifest import DOCKER_MANIFEST, OCI_MANIFEST
