@@ -701,7 +701,8 @@ class RegistryClient:
                 if not isinstance(exc.__cause__, _CUT) or failures >= self.retries:
                     raise
                 failures += 1
-                self._deadline().sleep(self.backoff * (2 ** (failures - 1)), ref.name, str(source), str(exc.detail))
+                wait = self.backoff * (2 ** (failures - 1))
+                self._deadline().sleep(wait, ref.name, self._url(ref, "blobs/uploads/"), exc.detail)
 
     def _upload(self, ref: Reference, source: Path, digest: str, size: int, chunk_size: int | None) -> None:
         scope = self._scope(ref, push=True)
