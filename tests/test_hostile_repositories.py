@@ -85,8 +85,27 @@ class Hostile(http.server.BaseHTTPRequestHandler):
                 pass  # the client gave up
         elif kind == "silent":
             self.rfile.read(1)  # until the client hangs up
+        elif kind == "v2":
+            self.drip_oci(rest)
         else:
             self.send(b"not found", 404)
+
+    def drip_oci(self, rest: str) -> None:
+        """An OCI registry (`/v2/...`, plain HTTP on loopback) that drips every manifest."""
+        if not rest:
+            self.send(b"{}", Content_Type="application/json")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100_000):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.01)
+        except OSError:
+            pass  # the client gave up
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +217,25 @@ def test_outdated_against_a_hostile_repository_fails_in_one_line(
     # What the drip had sent when the deadline came ("123 bytes read") varies; the rest may not.
     pattern = re.escape(expected.format(url=hostile, detail="DETAIL")).replace("DETAIL", "[^;]+")
     assert re.fullmatch(pattern, line), line
+    assert state(project) == before
+
+
+def test_sync_from_an_oci_registry_dripping_its_manifest_meets_the_deadline_in_one_line(
+    project: RepoLayout, hostile: str
+) -> None:
+    # The registry client had no total deadline: this ran for as long as the drip (here 1000 s).
+    registry = hostile.removeprefix("http://")
+    project.lock_file.write_text(f"charts:\n  demo:\n    repository: oci://{registry}/charts\n    version: 1.0.0\n")
+    before = state(project)
+
+    line = one_line_error(inv(project.root, "charts.sync", ASTRAGO_TIMEOUT_SCALE="0.005"))
+
+    expected = (
+        f"demo: oci://{registry}/charts/demo: {hostile}/v2/charts/demo/manifests/1.0.0: not complete after the "
+        "deadline of 3 s; manifest 1.0.0: DETAIL bytes read (a slow or stalled server: try again later or use a "
+        "mirror; ASTRAGO_TIMEOUT_SCALE scales the deadline)" + UNCHANGED
+    )
+    assert re.fullmatch(re.escape(expected).replace("DETAIL", "[0-9]+"), line), line
     assert state(project) == before
 
 

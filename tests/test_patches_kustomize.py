@@ -298,4 +298,5 @@ def test_an_unreadable_kustomization_is_named_relative_to_the_checkout(
     write(patches_dir / "demo", {"kustomization.yaml": "patches: [\n"})
     [status] = check(patches_dir, kustomizer)
     assert (status.patch, status.status) == ("patches/demo/kustomization.yaml", "failed")
-    assert ":2:1: not valid YAML" in status.reason and "\n" not in status.reason
+    assert status.reason.startswith("patches/demo/kustomization.yaml:2:1: not valid YAML: ")
+    assert str(patches_dir) not in status.reason and "\n" not in status.reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from astrago_deploy.registry.manifest import Manifest, Platform
 from astrago_deploy.registry.reference import Reference, split_host_port, uses_plain_http
 
 from .chart_fixtures import chart_tgz
+from .conftest import loopback as loopback_server
 from .registry_support import (
     DOCKER_LIST,
     OCI_INDEX,
@@ -371,13 +373,75 @@ def test_a_download_deadline_stops_the_transfer_and_keeps_what_arrived(
 ) -> None:
     ref, digest, _source, _peak = big_blob
     client = RegistryClient({})
-    with pytest.raises(RegistryError, match=rf"blob {digest}: not complete after 0 s \(\d+ bytes\)$"):
+    url = f"http://{ref.registry}/v2/{ref.repository}/blobs/{digest}"
+    with pytest.raises(RegistryError, match=rf"{url}: not complete after the deadline of 0 s; \d+ bytes received "):
         client.pull_blob(ref, digest, tmp_path / "blob", deadline=0.0)
     (partial,) = tmp_path.iterdir()
     assert partial.name.startswith(".blob.") and partial.name.endswith(".partial")
     assert 0 < partial.stat().st_size < 64 * MiB
     assert _file_sha256(client.pull_blob(ref, digest, tmp_path / "blob")) == digest  # resumed
     assert list(tmp_path.iterdir()) == [tmp_path / "blob"]
+
+
+class _Dripping(http.server.BaseHTTPRequestHandler):
+    """A registry that sends every body one byte at a time, 100 bytes a second, for 1000 s."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100_000):
+                self.wfile.write(b"{")
+                self.wfile.flush()
+                time.sleep(0.01)
+        except OSError:
+            pass  # the client gave up
+
+
+DRIPPED = "sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("call", "path", "detail"),
+    [
+        (lambda c, r, d: c.get_manifest(r.at("1.0")), "manifests/1.0", "manifest 1.0: [0-9]+ bytes read"),
+        (lambda c, r, d: c.tags(r), "tags/list", "tag list: [0-9]+ bytes read"),
+        (lambda c, r, d: c.blob_bytes(r, DRIPPED, 10 * MiB), f"blobs/{DRIPPED}", "[0-9]+ bytes received"),
+        (lambda c, r, d: c.pull_blob(r, DRIPPED, d / "blob"), f"blobs/{DRIPPED}", "[0-9]+ bytes received"),
+    ],
+    ids=["manifest", "tags", "blob_bytes", "pull_blob"],
+)
+def test_a_registry_dripping_a_body_meets_the_clients_total_deadline(
+    tmp_path: Path, call: Callable[[RegistryClient, Reference, Path], object], path: str, detail: str
+) -> None:
+    # Each byte comes well within the read timeout, so only a total deadline ends the request;
+    # without one, each call ran for the whole drip.
+    client = RegistryClient({}, retries=0, timeout=30, deadline=1.5)
+    with loopback_server(_Dripping) as url:
+        ref = Reference(url.removeprefix("http://"), "charts/demo")
+        with pytest.raises(RegistryError) as caught:
+            call(client, ref, tmp_path)
+    assert re.fullmatch(
+        rf"{re.escape(url)}/v2/charts/demo/{re.escape(path)}: not complete after the deadline of 1\.5 s; {detail} "
+        r"\(a slow or stalled server: try again later or use a mirror; ASTRAGO_TIMEOUT_SCALE scales the deadline\)",
+        caught.value.detail,
+    ), caught.value.detail
+
+
+def test_the_registry_clients_deadline_and_read_timeout_follow_astrago_timeout_scale() -> None:
+    assert (RegistryClient({}).deadline, RegistryClient({}).timeout) == (600, 30)
+    scaled = RegistryClient({"ASTRAGO_TIMEOUT_SCALE": "0.5"})
+    assert (scaled.deadline, scaled.timeout) == (300, 15)
+    fetcher = Fetcher(environ={"ASTRAGO_TIMEOUT_SCALE": "0.5"})
+    charts = OciClient(fetcher).registry
+    assert (charts.deadline, charts.timeout) == (fetcher.total_deadline, fetcher.read_timeout) == (300, 15)
 
 
 def test_charts_are_read_through_the_registry_client(

@@ -274,6 +274,19 @@ def test_gpu_minor_reports_the_shipped_patch_that_no_longer_applies(gpu_minor: C
     assert "patches: 1 stale or failed" in summary
 
 
+def test_gpu_minor_diffs_compare_renders_without_patches_on_both_sides(gpu_minor: CliUpgrade) -> None:
+    # The health-port patch fails on v25.10.1, so "after" is rendered without patches; "before"
+    # was rendered with them, and every patch (harbor's too) showed as a change of the upgrade.
+    report = gpu_minor.report()
+    assert any("diffs are without patches" in line for line in report["summary"])
+    for env, changes in report["resources"].items():
+        listed = [rid for kind in ("added", "removed", "changed", "version_labels_only") for rid in changes[kind]]
+        assert listed, env
+        assert not [rid for rid in listed if "harbor" in rid], env
+    full_diff = Path(re.search(r"full diff: (\S+)", gpu_minor.proc.stdout).group(1)).read_text()  # type: ignore[union-attr]
+    assert "secret.reloader.stakater.com/reload" not in full_diff  # what harbor's patch adds
+
+
 def test_gpu_minor_markdown_report_fits_a_pull_request_body(gpu_minor: CliUpgrade) -> None:
     markdown = gpu_minor.show(f"{gpu_minor.stem}.md")
     assert len(markdown) < GITHUB_BODY_LIMIT

@@ -140,8 +140,24 @@ ENTRY = "charts:\n  demo:\n    repository: https://charts.example.com\n    versi
         ),
         pytest.param(
             "charts:\n  Demo_Chart:\n    repository: https://charts.example.com\n    version: 1.0.0\n",
-            ": chart name 'Demo_Chart' is not a valid chart name",
+            ": chart name 'Demo_Chart' is not a valid chart name: use lower-case letters, digits, '-', '_' and '.'",
             id="bad-name",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: 1.0.0/../../../x\n",
+            ":4: charts.demo.version '1.0.0/../../../x' is not a chart version: use letters, digits, '.', '-', '_' "
+            "and '+'",
+            id="version-leading-out-of-charts-external",
+        ),
+        pytest.param(
+            f"charts:\n  {'d' * 300}:\n    repository: https://charts.example.com\n    version: 1.0.0\n",
+            f":2: chart name {'d' * 80!r}... (300 characters) is not a valid chart name: longer than 63 characters",
+            id="name-too-long-for-a-folder",
+        ),
+        pytest.param(
+            "charts:\n  demo:\n    repository: https://charts.example.com\n    version: '" + "1" * 65 + "'\n",
+            ":4: charts.demo.version '" + "1" * 65 + "' is not a chart version: longer than 64 characters",
+            id="version-too-long",
         ),
         pytest.param(
             "charts:\n  demo:\n    repository: charts.example.com\n    version: 1.0.0\n",
@@ -345,6 +361,11 @@ def test_oci_completeness_needs_the_manifest() -> None:
             'charts/versions.lock:16:5: not valid YAML: found duplicate key "version" with value "v4.9.1" '
             '(original value: "v4.9.0") (while constructing a mapping) (',
             id="duplicate-key",
+        ),
+        pytest.param(
+            ("    version: 1.14.2\n", '    version: "1.14.2/../../../../tmp/x"\n'),
+            "charts/versions.lock:29: charts.harbor.version '1.14.2/../../../../tmp/x' is not a chart version: ",
+            id="version-leading-out-of-charts-external",
         ),
         pytest.param(
             ("charts:\n", "charts:\n  123:\n    repository: https://x.example\n    version: '1'\n"),

@@ -7,14 +7,13 @@ is fetched at most once per `IndexCache`.
 
 An index is untrusted input: a chart name or version becomes a folder name
 (`charts/external/NAME-VERSION`) and a branch name, so an entry is kept only when its name is
-a valid chart name and its version a plain version string, both of bounded length
-(`chart_name_problem`, `chart_version_problem`); any other entry, or one that is not a mapping
+a valid chart name and its version a plain version string, both of bounded length (the one
+rule, `model.chart_names`, which the lock applies too); any other entry, or one that is not a mapping
 with a list of URL strings, is left out as if the index did not list it.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,33 +24,10 @@ import semver
 from astrago_deploy.core import yaml
 from astrago_deploy.core.errors import FetchError
 from astrago_deploy.core.http import Fetcher, redact_url, resolve_reference
+from astrago_deploy.model.chart_names import chart_name_problem, chart_version_problem
 
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
-# Helm's rule for chart names (lower case, digits, `-`, `_`, `.`), at most a label value's 63
-# characters: `helm.sh/chart` labels carry it. Versions: semver's characters, a leading `v`.
-CHART_NAME = re.compile(r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?")
-MAX_CHART_NAME = 63
-CHART_VERSION = re.compile(r"[0-9A-Za-z][-0-9A-Za-z_.+]*")
-MAX_CHART_VERSION = 64
-
-
-def chart_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a chart name (it becomes a folder and branch name), or None."""
-    if len(name) > MAX_CHART_NAME:
-        return f"longer than {MAX_CHART_NAME} characters"
-    if not CHART_NAME.fullmatch(name):
-        return "use lower-case letters, digits, '-', '_' and '.'"
-    return None
-
-
-def chart_version_problem(version: str) -> str | None:
-    """Why `version` cannot be a chart version (it becomes part of a folder name), or None."""
-    if len(version) > MAX_CHART_VERSION:
-        return f"longer than {MAX_CHART_VERSION} characters"
-    if not CHART_VERSION.fullmatch(version):
-        return "use letters, digits, '.', '-', '_' and '+'"
-    return None
 
 
 def parse_version(version: str) -> semver.Version | None:

@@ -18,9 +18,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from astrago_deploy.charts.index import chart_version_problem
 from astrago_deploy.core.errors import FetchError, IntegrityError
 from astrago_deploy.core.http import Fetcher, host_port
+from astrago_deploy.model.chart_names import chart_version_problem
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.errors import DigestMismatchError, RegistryError
 from astrago_deploy.registry.manifest import DOCKER_MANIFEST, OCI_MANIFEST
@@ -69,8 +69,13 @@ class OciClient:
     def __init__(self, fetcher: Fetcher) -> None:
         environ = dict(fetcher.environ)
         self.mirror = environ.get("OCI_MIRROR", "").removeprefix("oci://")
+        # The fetcher's read timeout and total deadline (scaled) bound registry requests too.
         self.registry = RegistryClient(
-            environ, retries=fetcher.retries, backoff=fetcher.backoff, timeout=fetcher.read_timeout
+            environ,
+            retries=fetcher.retries,
+            backoff=fetcher.backoff,
+            timeout=fetcher.read_timeout,
+            deadline=fetcher.total_deadline,
         )
 
     def _located(self, chart: OciChart) -> Reference:

@@ -24,8 +24,6 @@ from astrago_deploy.charts.index import (
     ChartVersion,
     IndexCache,
     bump_kind,
-    chart_name_problem,
-    chart_version_problem,
     newest,
     parse_version,
 )
@@ -50,6 +48,7 @@ from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
 from astrago_deploy.core.locks import ReadersWriterLock, charts_lock
 from astrago_deploy.core.parallel import run_jobs
+from astrago_deploy.model.chart_names import chart_name_problem, chart_version_problem, shortened
 from astrago_deploy.model.lock import LockedChart, LockEntryError, VersionsLock
 from astrago_deploy.model.releases import declared_releases
 
@@ -237,10 +236,10 @@ class ChartVendor:
         """Resolve `name` `version` in `repository`, vendor it and lock it."""
         problem = chart_name_problem(name)
         if problem:
-            raise InputError(f"invalid chart name {_shortened(name)}: {problem}")
+            raise InputError(f"invalid chart name {shortened(name)}: {problem}")
         problem = chart_version_problem(version)
         if problem:
-            raise InputError(f"invalid --version {_shortened(version)}: {problem}")
+            raise InputError(f"invalid --version {shortened(version)}: {problem}")
         if "@" in urlsplit(repository).netloc:
             # The lock is committed: credentials go in the environment, never in the URL.
             raise InputError(
@@ -417,11 +416,6 @@ def _message_kind(exc: AstragoError) -> type[AstragoError]:
         if kind in (IntegrityError, FetchError, ArchiveError, InputError, ConfigError):
             return kind
     return AstragoError
-
-
-def _shortened(text: str, keep: int = 80) -> str:
-    """`text` quoted for a message, cut to `keep` characters (an over-long name would fill the screen)."""
-    return repr(text) if len(text) <= keep else f"{text[:keep]!r}... ({len(text)} characters)"
 
 
 def default_vendor(

@@ -429,7 +429,7 @@ class Fetcher:
                         headers=sent_headers,
                         json=json_body,
                         stream=True,
-                        timeout=(self.read_timeout, _within(self.read_timeout, ends)),
+                        timeout=(self.read_timeout, timeout_within(self.read_timeout, ends)),
                         hooks={"response": _deadline_hook(shown, self.total_deadline, ends)},
                     ) as resp:
                         status = resp.status_code
@@ -450,16 +450,16 @@ class Fetcher:
         """The back-off before asking again for a body cut short; never past the deadline."""
         wait = self.backoff * (2 ** (attempt - 1))
         if time.monotonic() + wait >= ends:
-            raise FetchError(_too_slow(shown, self.total_deadline, last))
+            raise FetchError(too_slow(shown, self.total_deadline, last))
         time.sleep(wait)
 
     def _request_failed(
         self, exc: requests.RequestException, shown: str, method: str, deadline: float | None = None
     ) -> FetchError:
         """The one-line error for a request that raised, naming the URL and what to do."""
-        reached = _deadline_reached(exc)
+        reached = deadline_reached(exc)
         if reached is not None:
-            return FetchError(_too_slow(shown, deadline or self.total_deadline, reached.last))
+            return FetchError(too_slow(shown, deadline or self.total_deadline, reached.last))
         if isinstance(exc, requests.TooManyRedirects):
             return FetchError(f"{shown}: more than 30 redirects (a redirect loop); check the URL or the server")
         if isinstance(exc, requests.exceptions.InvalidHeader):
@@ -546,7 +546,7 @@ class Fetcher:
                     raise FetchError(f"{shown}: more than {max_bytes} bytes, refused")
                 chunks.append(chunk)
                 if time.monotonic() > ends:
-                    raise FetchError(_too_slow(shown, self.total_deadline, f"{total} bytes read"))
+                    raise FetchError(too_slow(shown, self.total_deadline, f"{total} bytes read"))
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead) as exc:
             # The connection broke mid-body: a new attempt may get all of it.
             raise _Truncated(
@@ -554,7 +554,7 @@ class Fetcher:
             ) from exc
         except urllib3.exceptions.ReadTimeoutError as exc:
             if time.monotonic() > ends:
-                raise FetchError(_too_slow(shown, self.total_deadline, f"{total} bytes read")) from exc
+                raise FetchError(too_slow(shown, self.total_deadline, f"{total} bytes read")) from exc
             raise _Truncated(f"timed out reading the body after {total} bytes") from exc
         except urllib3.exceptions.DecodeError as exc:
             # The server sent what it meant to send; it is not valid for its Content-Encoding.
@@ -593,7 +593,7 @@ class _Download:
                 if attempt:
                     wait = self.fetcher.backoff * (2 ** (attempt - 1))
                     if time.monotonic() + wait >= self.ends:
-                        raise FetchError(_too_slow(self.shown, self.deadline, last))
+                        raise FetchError(too_slow(self.shown, self.deadline, last))
                     time.sleep(wait)
                 try:
                     self._attempt()
@@ -606,7 +606,7 @@ class _Download:
 
     def _check_deadline(self) -> None:
         if time.monotonic() > self.ends:
-            raise FetchError(_too_slow(self.shown, self.deadline, f"{self.received} bytes received"))
+            raise FetchError(too_slow(self.shown, self.deadline, f"{self.received} bytes received"))
 
     def _attempt(self) -> None:
         headers = {"Accept-Encoding": "identity"}
@@ -619,7 +619,7 @@ class _Download:
             auth=creds,
             headers=headers,
             stream=True,
-            timeout=(timeout, _within(timeout, self.ends)),
+            timeout=(timeout, timeout_within(timeout, self.ends)),
             hooks={"response": _deadline_hook(self.shown, self.deadline, self.ends)},
         ) as resp:
             status = resp.status_code
@@ -685,12 +685,12 @@ def _copy_local(path: Path, url: str, sink: Any, algorithm: str, max_bytes: int)
     return hasher
 
 
-def _within(timeout: float, ends: float) -> float:
+def timeout_within(timeout: float, ends: float) -> float:
     """A read timeout that does not outlast the deadline `ends` (at least 0.1 s, so it can fail)."""
     return max(0.1, min(timeout, ends - time.monotonic()))
 
 
-def _too_slow(shown: str, deadline: float, detail: str) -> str:
+def too_slow(shown: str, deadline: float, detail: str) -> str:
     why = f"; {detail}" if detail else ""
     return (
         f"{shown}: not complete after the deadline of {deadline:g} s{why} "
@@ -705,7 +705,7 @@ def _deadline_hook(shown: str, deadline: float, ends: float) -> Callable[..., No
     def check(resp: requests.Response, *_args: Any, **_kwargs: Any) -> None:
         if time.monotonic() >= ends:
             resp.close()
-            raise FetchError(_too_slow(shown, deadline, f"the last reply was HTTP {resp.status_code}"))
+            raise FetchError(too_slow(shown, deadline, f"the last reply was HTTP {resp.status_code}"))
 
     return check
 
@@ -716,7 +716,7 @@ def _cause(exc: requests.RequestException) -> object:
     return getattr(inner, "reason", inner)
 
 
-def _deadline_reached(exc: requests.RequestException) -> DeadlineReached | None:
+def deadline_reached(exc: requests.RequestException) -> DeadlineReached | None:
     """The `DeadlineReached` behind a request that stopped for the deadline, if that is why."""
     reason = _cause(exc)
     return reason if isinstance(reason, DeadlineReached) else None

@@ -14,9 +14,9 @@ from typing import Any
 from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import ConfigError, YamlError
 from astrago_deploy.core.yaml import CommentedMap, EditedFile
+from astrago_deploy.model.chart_names import chart_name_problem, chart_version_problem, shortened
 
 FIELDS = ("repository", "version", "url", "digest", "manifest", "tree")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 _SHA = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -145,8 +145,8 @@ class VersionsLock:
         unknown = sorted(set(map(str, entry)) - set(FIELDS))
         if unknown:
             raise LockEntryError(self.path, line, f"charts.{name} has unknown keys: {', '.join(unknown)}")
-        if not _NAME.fullmatch(name):
-            raise LockEntryError(self.path, line, f"chart name {name!r} is not a valid chart name")
+        if problem := chart_name_problem(name):
+            raise LockEntryError(self.path, line, f"chart name {shortened(name)} is not a valid chart name: {problem}")
         values: dict[str, str] = {}
         for key in FIELDS:
             value = entry.get(key)
@@ -163,6 +163,13 @@ class VersionsLock:
         for key in ("repository", "version"):
             if not values[key]:
                 raise LockEntryError(self.path, line, f"charts.{name}.{key} is missing")
+        if problem := chart_version_problem(values["version"]):
+            # It becomes part of a folder name: `1.0.0/../../x` would lead out of charts/external.
+            raise LockEntryError(
+                self.path,
+                self._written(entry, "version")[0],
+                f"charts.{name}.version {shortened(values['version'])} is not a chart version: {problem}",
+            )
         for key in ("digest", "manifest", "tree"):
             if values[key] and not _SHA.fullmatch(values[key]):
                 at = self._written(entry, key)[0]

@@ -23,7 +23,8 @@ from typing import Any
 
 from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.command import Command, Timeouts
-from astrago_deploy.core.errors import ConfigError, KubectlError
+from astrago_deploy.core.diagnostics import shown_path
+from astrago_deploy.core.errors import ConfigError, KubectlError, YamlError
 from astrago_deploy.core.yaml import CommentedMap, CommentedSeq
 from astrago_deploy.render.manifests import load_documents, resource_id
 
@@ -286,6 +287,8 @@ def check(patches_dir: Path, release: str, env: str, manifests: str, kustomizer:
             layer_entries = entries(layer)
         except ConfigError as exc:
             label = _relative(kustomization_file(layer) or layer, root)
+            if isinstance(exc, YamlError):  # named like the label, not by the absolute path it was read from
+                exc = YamlError(shown_path(exc.path, root), exc.line, exc.column, exc.reason, exc.fix)
             results.append(PatchStatus(release, env, label, "-", "failed", yaml.first_line(str(exc))))
             continue
         if not current.strip():

@@ -17,26 +17,45 @@ Authentication (see `auth`): anonymous, Basic on a Basic challenge, Bearer token
 error. Plain HTTP only for loopback registries and hosts the caller lists (see `reference`).
 GET and HEAD are retried on connection failures and 408/429/5xx with backoff, honouring
 `Retry-After` (the package's one retry policy, `core.http.new_session`).
+
+Every operation (a manifest, a tag list, a blob, a push) has one total deadline covering
+authentication, retries and their waits, and the body, however slowly the registry sends it
+(bodies are read as they arrive, so a registry dripping bytes meets it too), and a per-read
+timeout; both default to `core.http`'s and follow `ASTRAGO_TIMEOUT_SCALE`. A missed deadline is
+one line naming the URL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
 
-from astrago_deploy.core.http import credentials_hint, host_credentials, new_session
+from astrago_deploy.core.command import timeout_scale
+from astrago_deploy.core.http import (
+    DEFAULT_DEADLINE,
+    DEFAULT_READ_TIMEOUT,
+    credentials_hint,
+    deadline_for,
+    deadline_reached,
+    host_credentials,
+    new_session,
+    timeout_within,
+    too_slow,
+)
 from astrago_deploy.registry.auth import (
     DEFAULT_TOKEN_SECONDS,
     Challenge,
@@ -63,6 +82,48 @@ OCTET_STREAM = "application/octet-stream"
 _GENERIC_TYPES = ("", "application/json", OCTET_STREAM, "text/plain")
 # Failures while a response body is read: the connection closed or stalled mid-body.
 _CUT = (requests.RequestException, urllib3.exceptions.HTTPError)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """The total deadline of one operation: `seconds` long, ending at `ends` (`time.monotonic()`)."""
+
+    seconds: float
+    ends: float
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.ends
+
+    def read_timeout(self, timeout: float) -> float:
+        return timeout_within(timeout, self.ends)
+
+    def missed(self, where: str, url: str, detail: str) -> RegistryError:
+        return RegistryError(where, too_slow(_shown(url), self.seconds, detail))
+
+    def check(self, where: str, url: str, detail: str) -> None:
+        if self.passed():
+            raise self.missed(where, url, detail)
+
+    def sleep(self, seconds: float, where: str, url: str, detail: str) -> None:
+        """A back-off before the next try, unless it would end past the deadline."""
+        if time.monotonic() + seconds >= self.ends:
+            raise self.missed(where, url, detail)
+        time.sleep(seconds)
+
+
+def _bounded(
+    operation: Callable[Concatenate[RegistryClient, _P], _R],
+) -> Callable[Concatenate[RegistryClient, _P], _R]:
+    """A client operation run within the client's total deadline (or the one around it)."""
+
+    def bounded(self: RegistryClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.deadline_of_operation():
+            return operation(self, *args, **kwargs)
+
+    functools.update_wrapper(bounded, operation)
+    return bounded
 
 
 class _NoNetrc(requests.auth.AuthBase):
@@ -136,19 +197,46 @@ class RegistryClient:
         *,
         retries: int = 4,
         backoff: float = 0.5,
-        timeout: float = 30.0,
+        timeout: float | None = None,
+        deadline: float | None = None,
         plain_http: Iterable[str] | None = None,
     ) -> None:
+        """`timeout` (one wait for the registry's next bytes) and `deadline` (one whole operation)
+        are seconds as given; left out, `core.http`'s defaults times `ASTRAGO_TIMEOUT_SCALE`."""
         self.environ: Mapping[str, str] = dict(os.environ) if environ is None else environ
         self.plain_http = frozenset(plain_http) if plain_http is not None else plain_http_hosts(self.environ)
         self.retries = retries
         self.backoff = backoff
-        self.timeout = timeout
+        scale = timeout_scale(self.environ)
+        self.timeout = DEFAULT_READ_TIMEOUT * scale if timeout is None else timeout
+        self.deadline = DEFAULT_DEADLINE * scale if deadline is None else deadline
+        self._operation = threading.local()  # the deadline in force, per thread
         self.tokens = TokenCache()
         self._basic: set[str] = set()  # registries that asked for Basic credentials
         self._lock = threading.Lock()
         # Uploads stream from disk and cannot be sent twice: only GET and HEAD are retried.
         self._session = new_session(retries, backoff, status=RETRY_STATUS, refused_writes=False)
+
+    # --- deadlines -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deadline_of_operation(self, seconds: float | None = None) -> Iterator[_Deadline]:
+        """Within the block, requests and body reads end by `seconds` (default: the client's
+        deadline) from now; inside another operation's block, by the earlier of the two. The
+        session's retry policy stops there too (`core.http.deadline_for`)."""
+        outer: _Deadline | None = getattr(self._operation, "deadline", None)
+        limit = self.deadline if seconds is None else seconds
+        with deadline_for(limit) as ends:
+            current = outer if outer is not None and outer.ends <= ends else _Deadline(limit, ends)
+            self._operation.deadline = current
+            try:
+                yield current
+            finally:
+                self._operation.deadline = outer
+
+    def _deadline(self) -> _Deadline:
+        current: _Deadline | None = getattr(self._operation, "deadline", None)
+        return current if current is not None else _Deadline(self.deadline, time.monotonic() + self.deadline)
 
     # --- addresses -----------------------------------------------------------------------
 
@@ -209,7 +297,7 @@ class RegistryClient:
         if resp.status_code in accepted:
             return resp
         try:
-            self._fail(resp, ref, method, missing)
+            self._fail(resp, ref, method, missing, self._deadline())
         finally:
             resp.close()
         raise AssertionError("unreachable")  # _fail always raises
@@ -224,6 +312,7 @@ class RegistryClient:
         body: _Body | None,
         auth: requests.auth.AuthBase,
     ) -> requests.Response:
+        deadline = self._deadline()
         data: bytes | _FileRegion | None = None
         if body is not None:
             if body.path is not None:
@@ -240,9 +329,13 @@ class RegistryClient:
                 data=data,
                 auth=auth,
                 stream=True,
-                timeout=(self.timeout, self.timeout),
+                timeout=(self.timeout, deadline.read_timeout(self.timeout)),
             )
         except requests.RequestException as exc:
+            if (reached := deadline_reached(exc)) is not None:
+                raise deadline.missed(ref.name, url, reached.last) from exc
+            if deadline.passed():
+                raise deadline.missed(ref.name, url, f"the last try failed: {_reason(exc)}") from exc
             raise RegistryError(ref.name, f"{method} {_shown(url)} failed: {_reason(exc)}") from exc
         finally:
             if isinstance(data, _FileRegion):
@@ -273,6 +366,7 @@ class RegistryClient:
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
         params += [("scope", s) for s in (challenge.scopes or scope.split())]
+        deadline = self._deadline()
         try:
             with self._session.get(
                 realm,
@@ -280,7 +374,7 @@ class RegistryClient:
                 auth=requests.auth.HTTPBasicAuth(*creds) if creds else _ANONYMOUS,
                 headers={"Accept": "application/json"},
                 stream=True,
-                timeout=(self.timeout, self.timeout),
+                timeout=(self.timeout, deadline.read_timeout(self.timeout)),
             ) as reply:
                 if reply.status_code in (401, 403):
                     detail = (
@@ -291,8 +385,10 @@ class RegistryClient:
                     raise AccessDeniedError(ref.name, detail)
                 if reply.status_code != 200:
                     raise RegistryError(ref.name, f"the token service answered HTTP {reply.status_code}")
-                answer = json.loads(_read_limited(reply, MAX_TOKEN_REPLY, ref.name, "token reply"))
+                answer = json.loads(_read_limited(reply, MAX_TOKEN_REPLY, ref.name, "token reply", deadline))
         except requests.RequestException as exc:
+            if deadline_reached(exc) is not None or deadline.passed():
+                raise deadline.missed(ref.name, realm, f"the token service: {_reason(exc)}") from exc
             raise RegistryError(ref.name, f"cannot reach the token service {_shown(realm)}: {_reason(exc)}") from exc
         except ValueError as exc:
             raise RegistryError(ref.name, "the token service answered with malformed JSON") from exc
@@ -313,8 +409,8 @@ class RegistryClient:
         return "access denied: the registry refused a fresh token (no permission for this repository?)"
 
     @staticmethod
-    def _fail(resp: requests.Response, ref: Reference, method: str, missing: str) -> None:
-        codes = _error_codes(resp)
+    def _fail(resp: requests.Response, ref: Reference, method: str, missing: str, deadline: _Deadline) -> None:
+        codes = _error_codes(resp, deadline)
         if resp.status_code == 404 and missing:
             raise NotFoundError(ref.name, missing)
         if resp.status_code == 403:
@@ -323,6 +419,7 @@ class RegistryClient:
 
     # --- manifests -----------------------------------------------------------------------
 
+    @_bounded
     def get_manifest(self, ref: Reference, accept: str = ACCEPT, max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest:
         """The manifest `ref` names, as the exact bytes served, verified against its digest."""
         target = ref.target
@@ -335,7 +432,7 @@ class RegistryClient:
             headers={"Accept": accept},
             missing=f"{target} not found",
         ) as resp:
-            data = _read_limited(resp, max_bytes, ref.name, f"manifest {target}")
+            data = _read_limited(resp, max_bytes, ref.name, f"manifest {target}", self._deadline())
             served = resp.headers.get("Docker-Content-Digest", "").strip()
             content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         expected = ref.digest or (served if DIGEST.match(served) else "")
@@ -344,6 +441,7 @@ class RegistryClient:
             raise DigestMismatchError(ref.name, "manifest", expected, actual)
         return Manifest(_media_type(data, content_type, ref), data, actual)
 
+    @_bounded
     def head_manifest(self, ref: Reference, accept: str = ACCEPT) -> Descriptor | None:
         """The descriptor of `ref` without its body, or None when it does not exist."""
         with self._call(
@@ -366,6 +464,7 @@ class RegistryClient:
             raise DigestMismatchError(ref.name, "manifest", ref.digest, served)
         return Descriptor(content_type, served, int(length))
 
+    @_bounded
     def put_manifest(self, ref: Reference, manifest: Manifest) -> str:
         """Store the exact bytes at `ref` (a digest or a tag); returns the manifest digest."""
         target = ref.target
@@ -385,13 +484,14 @@ class RegistryClient:
             raise DigestMismatchError(ref.name, "stored manifest", manifest.digest, stored)
         return manifest.digest
 
+    @_bounded
     def tags(self, ref: Reference) -> list[str]:
         """Every tag of the repository (following `Link` pagination)."""
         found: list[str] = []
         url = self._url(ref, "tags/list")
         for _page in range(10_000):
             with self._call("GET", ref, url, scope=self._scope(ref), ok={200}, missing="no such repository") as resp:
-                body = _read_limited(resp, MAX_MANIFEST_BYTES, ref.name, "tag list")
+                body = _read_limited(resp, MAX_MANIFEST_BYTES, ref.name, "tag list", self._deadline())
                 link = resp.headers.get("Link", "")
             try:
                 found += [str(t) for t in json.loads(body).get("tags") or []]
@@ -405,6 +505,7 @@ class RegistryClient:
 
     # --- blobs ---------------------------------------------------------------------------
 
+    @_bounded
     def head_blob(self, ref: Reference, digest: str, push: bool = False) -> int | None:
         """The size of blob `digest` in the repository, or None when it is not there."""
         with self._call(
@@ -419,28 +520,34 @@ class RegistryClient:
             length = resp.headers.get("Content-Length", "")
         return int(length) if length.isdigit() else -1
 
+    @_bounded
     def blob_bytes(self, ref: Reference, digest: str, max_bytes: int) -> bytes:
         """A small blob (a config, a chart archive) in memory, verified; larger ones: `pull_blob`."""
         hasher = hashlib.new(digest.split(":", maxsplit=1)[0])
         chunks: list[bytes] = []
         total = 0
+        deadline = self._deadline()
+        url = self._url(ref, f"blobs/{digest}")
         with self._call(
             "GET",
             ref,
-            self._url(ref, f"blobs/{digest}"),
+            url,
             scope=self._scope(ref),
             ok={200},
             headers={"Accept-Encoding": "identity"},
             missing=f"blob {digest} not found",
         ) as resp:
             try:
-                for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                # read1: what one receive brought, so a registry dripping bytes meets the deadline.
+                while chunk := resp.raw.read1(CHUNK, decode_content=False):
                     total += len(chunk)
                     if total > max_bytes:
                         raise RegistryError(ref.name, f"blob {digest}: more than {max_bytes} bytes, refused")
                     hasher.update(chunk)
                     chunks.append(chunk)
+                    deadline.check(ref.name, url, f"{total} bytes received")
             except _CUT as exc:
+                deadline.check(ref.name, url, f"{total} bytes received")
                 raise RegistryError(ref.name, f"blob {digest}: download cut ({_reason(exc)})") from exc
         actual = f"{digest.split(':', maxsplit=1)[0]}:{hasher.hexdigest()}"
         if actual != digest:
@@ -454,18 +561,19 @@ class RegistryClient:
 
         The bytes land in `.<dest>.<digest>.partial` beside `dest` and are renamed to `dest` only
         once digest (and `size`, when given) match; a partial file left by an earlier attempt or
-        run is resumed. `deadline` bounds the whole transfer in seconds.
+        run is resumed. `deadline` bounds the whole transfer in seconds (default: the client's);
+        what arrived before it stays in the partial file for the next try.
         """
         hexdigest = digest.partition(":")[2]
         partial = dest.with_name(f".{dest.name}.{hexdigest[:16]}.partial")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
         inherited = partial.exists()
-        actual = self._stream_blob(ref, digest, partial, size, started, deadline)
-        if actual != digest and inherited:
-            # The partial file an earlier run left held other bytes: fetch from scratch, once.
-            partial.unlink(missing_ok=True)
-            actual = self._stream_blob(ref, digest, partial, size, started, deadline)
+        with self.deadline_of_operation(deadline) as bound:
+            actual = self._stream_blob(ref, digest, partial, size, bound)
+            if actual != digest and inherited:
+                # The partial file an earlier run left held other bytes: fetch from scratch, once.
+                partial.unlink(missing_ok=True)
+                actual = self._stream_blob(ref, digest, partial, size, bound)
         if actual != digest:
             partial.unlink(missing_ok=True)
             raise DigestMismatchError(ref.name, "blob", digest, actual)
@@ -476,11 +584,10 @@ class RegistryClient:
         partial.replace(dest)
         return dest
 
-    def _stream_blob(
-        self, ref: Reference, digest: str, partial: Path, size: int | None, started: float, deadline: float | None
-    ) -> str:
+    def _stream_blob(self, ref: Reference, digest: str, partial: Path, size: int | None, deadline: _Deadline) -> str:
         """Complete `partial` from the registry (resuming with Range); the digest of its content."""
         algorithm = digest.partition(":")[0]
+        url = self._url(ref, f"blobs/{digest}")
         cuts = 0
         while True:
             offset = partial.stat().st_size if partial.exists() else 0
@@ -495,7 +602,7 @@ class RegistryClient:
             resp = self._call(
                 "GET",
                 ref,
-                self._url(ref, f"blobs/{digest}"),
+                url,
                 scope=self._scope(ref),
                 ok={200, 206, 416},
                 headers=headers,
@@ -520,7 +627,8 @@ class RegistryClient:
                 with partial.open("r+b" if offset else "wb") as out:
                     out.seek(offset)
                     out.truncate()
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                    # read1: what one receive brought, so a registry dripping bytes meets the deadline.
+                    while chunk := resp.raw.read1(CHUNK, decode_content=False):
                         out.write(chunk)
                         hasher.update(chunk)
                         received += len(chunk)
@@ -528,21 +636,19 @@ class RegistryClient:
                             raise DigestMismatchError(
                                 ref.name, "blob", digest, f"more than the {size} bytes it is pinned at"
                             )
-                        if deadline is not None and time.monotonic() - started > deadline:
-                            raise RegistryError(
-                                ref.name,
-                                f"blob {digest}: not complete after {deadline:g} s ({offset + received} bytes)",
-                            )
+                        deadline.check(ref.name, url, f"{offset + received} bytes received")
                     out.flush()
                     os.fsync(out.fileno())
             except _CUT as exc:
+                shown = f"{offset + received} bytes received"
+                deadline.check(ref.name, url, shown)
                 cuts += 1
                 if cuts > self.retries:
                     raise RegistryError(
                         ref.name,
                         f"blob {digest}: download cut at {offset + received} bytes, {cuts} times ({_reason(exc)})",
                     ) from exc
-                time.sleep(self.backoff * (2 ** (cuts - 1)))
+                deadline.sleep(self.backoff * (2 ** (cuts - 1)), ref.name, url, shown)
                 continue
             except DigestMismatchError:
                 partial.unlink(missing_ok=True)
@@ -552,6 +658,7 @@ class RegistryClient:
             break
         return f"{algorithm}:{hasher.hexdigest()}"
 
+    @_bounded
     def mount_blob(self, ref: Reference, digest: str, source_repository: str) -> bool:
         """Mount `digest` from another repository of the same registry; False if it would not."""
         source = ref.in_repository(source_repository)
@@ -572,6 +679,7 @@ class RegistryClient:
             self._cancel_upload(ref, urljoin(self.base_url(ref.registry), location))
         return mounted
 
+    @_bounded
     def push_blob(
         self, ref: Reference, source: Path, digest: str | None = None, chunk_size: int | None = None
     ) -> BlobPush:
@@ -593,7 +701,8 @@ class RegistryClient:
                 if not isinstance(exc.__cause__, _CUT) or failures >= self.retries:
                     raise
                 failures += 1
-                time.sleep(self.backoff * (2 ** (failures - 1)))
+                wait = self.backoff * (2 ** (failures - 1))
+                self._deadline().sleep(wait, ref.name, self._url(ref, "blobs/uploads/"), exc.detail)
 
     def _upload(self, ref: Reference, source: Path, digest: str, size: int, chunk_size: int | None) -> None:
         scope = self._scope(ref, push=True)
@@ -655,19 +764,23 @@ class RegistryClient:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _read_limited(resp: requests.Response, max_bytes: int, where: str, what: str) -> bytes:
+def _read_limited(resp: requests.Response, max_bytes: int, where: str, what: str, deadline: _Deadline) -> bytes:
+    """A small body (a manifest, a token, an error), at most `max_bytes`, read by `deadline`."""
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise RegistryError(where, f"{what}: {declared} bytes exceeds the limit of {max_bytes}")
     chunks: list[bytes] = []
     total = 0
     try:
-        for chunk in resp.raw.stream(64 * 1024, decode_content=True):
+        # read1: what one receive brought, so a registry dripping bytes meets the deadline.
+        while chunk := resp.raw.read1(64 * 1024, decode_content=True):
             total += len(chunk)
             if total > max_bytes:
                 raise RegistryError(where, f"{what}: more than {max_bytes} bytes, refused")
             chunks.append(chunk)
+            deadline.check(where, resp.url, f"{what}: {total} bytes read")
     except _CUT as exc:
+        deadline.check(where, resp.url, f"{what}: {total} bytes read")
         raise RegistryError(where, f"{what}: transfer cut ({_reason(exc)})") from exc
     return b"".join(chunks)
 
@@ -698,10 +811,10 @@ def _media_type(data: bytes, content_type: str, ref: Reference) -> str:
     return OCI_INDEX if isinstance(document, dict) and "manifests" in document else OCI_MANIFEST
 
 
-def _error_codes(resp: requests.Response) -> str:
+def _error_codes(resp: requests.Response, deadline: _Deadline) -> str:
     """`: CODE (message)` from a registry error body, when it has one."""
     try:
-        body = json.loads(_read_limited(resp, MAX_ERROR_BODY, "", "error body"))
+        body = json.loads(_read_limited(resp, MAX_ERROR_BODY, "", "error body", deadline))
         errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     except (ValueError, AttributeError, RegistryError):
         return ""

@@ -53,6 +53,18 @@ def render_after(tree: RepoLayout, tools: PinnedTools, envs: list[environments.E
     return []
 
 
+def render_before_unpatched(
+    layout: RepoLayout, tools: PinnedTools, envs: list[environments.Environment], out: Path
+) -> Path:
+    """Every environment of the checkout `layout` rendered into `out` without patches: the
+    "before" to compare with an "after" that had to be rendered without them, so that what
+    the patches do is not reported as a change of the upgrade."""
+    renderer = Renderer(layout, tools, out)
+    renderer.patches = False
+    renderer.render(envs)
+    return out
+
+
 def override_files(tree: RepoLayout, releases: list[str]) -> tuple[dict[str, dict[str, Any]], list[Diagnostic]]:
     """The override files of the releases (every environment's, and the helmfile values), parsed,
     and those that could not be read."""

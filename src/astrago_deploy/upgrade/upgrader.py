@@ -173,6 +173,10 @@ class Upgrader:
         after = work / "after"
         notes = analyze.render_after(tree, self.tools, envs, after)
         timings["render after"] = time.monotonic() - t
+        if notes:  # "after" is without patches: so must "before" be
+            t = time.monotonic()
+            before = analyze.render_before_unpatched(self.layout, self.tools, envs, work / "before-unpatched")
+            timings["render before without patches"] = time.monotonic() - t
 
         report = analyze.build_report(self.layout, tree, plan, envs, before, after, patches, notes)
         stem = f"{chart.name}-{chart.version}-to-{target}"
