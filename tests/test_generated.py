@@ -154,3 +154,41 @@ def test_the_lint_check_fails_on_a_generated_value_and_passes_on_our_values(sync
     )
     assert problems[0].fix == 'make the chart read it from an existing Secret (README "Secrets")'
     assert all(p.severity == "error" for p in problems) and len(problems) == 4
+
+
+def post_render_calls(layout: RepoLayout, tmp_path: Path) -> Path:
+    """Wrap scripts/post-render so each call appends `release ASTRAGO_PATCHES` to a log."""
+    log = tmp_path / "post-render.log"
+    script = layout.root / "scripts" / "post-render"
+    script.rename(script.with_name("post-render.real"))
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$2 ${{ASTRAGO_PATCHES:-on}}" >> "{log}"\n'
+        f'exec "{script}.real" "$@"\n'
+    )
+    script.chmod(0o755)
+    return log
+
+
+def test_a_reproducible_patched_release_is_proven_without_patching_it_twice(
+    synced_project: RepoLayout, tmp_path: Path
+) -> None:
+    """harbor can generate values and is patched: its second render is unpatched and compared
+    with the unpatched input the first render's post-renderer kept, so kustomize runs for it
+    once; a release that does generate is rendered a third time, patched (the test above)."""
+    log = post_render_calls(synced_project, tmp_path)
+    renderer = Renderer(synced_project, PinnedTools(synced_project), synced_project.rendered_dir, use_cache=False)
+    [result] = renderer.render([environments.get(synced_project, "dev")])
+    assert result.normalized == {}
+    calls = log.read_text().splitlines()
+    assert calls.count("harbor on") == 1 and calls.count("harbor off") == 1, calls
+    assert calls.count("gpu-operator on") == 1 and "gpu-operator off" not in calls, calls
+    # No kept input is left behind in the tools' temporary folder.
+    assert not list(synced_project.tools_tmp.rglob("unpatched-*"))
+
+    generate_xsrf_key(synced_project)
+    log.write_text("")
+    [result] = renderer.render([environments.get(synced_project, "dev")])
+    assert result.normalized["harbor"][0] == "Secret//harbor-core data.CSRF_KEY"
+    calls = log.read_text().splitlines()
+    assert calls.count("harbor on") == 2 and calls.count("harbor off") == 1, calls

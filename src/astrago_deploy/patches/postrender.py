@@ -6,7 +6,7 @@ stdout preceded by a marker comment naming the release and environment, so one
 `helmfile template` stream can be split per release. The same program runs for
 `helmfile template` (inv render) and `helmfile apply` (inv deploy): what is reviewed is what is
 deployed. `ASTRAGO_PATCHES=off` skips the patches (patches.check uses it to see what they
-patch).
+patch); `ASTRAGO_UNPATCHED_DIR` (render only) keeps each release's input as it came.
 
 Helm 4 no longer runs an arbitrary executable as `--post-renderer`: there this program must be
 wrapped as a `postrenderer/v1` plugin found through HELM_PLUGINS (see README).
@@ -22,12 +22,15 @@ from pathlib import Path
 
 from astrago_deploy.core.errors import AstragoError, file_error
 from astrago_deploy.patches import kustomize as patching
-from astrago_deploy.render.stream import marker
+from astrago_deploy.render.stream import UNPATCHED_DIR, marker
 from astrago_deploy.toolchain.environment import tool_environ
 
 
 def post_render(root: Path, release: str, env: str, manifests: str) -> str:
     if os.environ.get("ASTRAGO_PATCHES", "on") != "off":
+        kept = os.environ.get(UNPATCHED_DIR)
+        if kept and "/" not in release and not release.startswith("."):
+            (Path(kept) / f"{release}.yaml").write_text(manifests, encoding="utf-8")
         tools_bin = Path(os.environ.get("ASTRAGO_TOOLS_BIN") or root / ".tools" / "bin")
         # What helm passed on is already allowlisted; filter again so kubectl is safe however we are run.
         kustomizer = patching.Kustomizer(tools_bin / "kubectl", tool_environ(os.environ))

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,14 +39,16 @@ from astrago_deploy.model.lock import VersionsLock
 from astrago_deploy.model.releases import releases
 from astrago_deploy.render.generated import NORMALIZED, chart_random_calls, normalize_generated, random_calls
 from astrago_deploy.render.manifests import digest_secret, load_documents
-from astrago_deploy.render.stream import RELEASE_MARKER
-from astrago_deploy.toolchain.pinned import PinnedTools
+from astrago_deploy.render.stream import RELEASE_MARKER, UNPATCHED_DIR
+from astrago_deploy.toolchain.pinned import PinnedTools, run_tmp_dir
 
 KEY_FILE = ".render-key"
 # One environment's helmfile run holds helmfile plus up to HELM_CONCURRENCY helm processes
 # (90-200 MB each, more for large charts); budget generously per environment.
 MEMORY_PER_ENVIRONMENT = 1536 * 1024 * 1024
 HELM_CONCURRENCY = 2
+# The annotation that makes a document a helm hook (helm 3 post-renders none of them).
+_HOOK = "helm.sh/hook"
 _KIND_ORDER = [
     "Namespace",
     "CustomResourceDefinition",
@@ -155,6 +158,17 @@ def split_releases(stream: str) -> dict[str, str]:
     return {name: "".join(lines) for name, lines in chunks.items()}
 
 
+def _unpatched_documents(kept: Path, env: str, release: str, rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What helm rendered for `release` before any patch: the post-renderer's input it kept in
+    `kept` (patched releases only) followed by the hooks, which helm 3 never post-renders;
+    without a kept input (no patches) the render itself."""
+    path = kept / f"{release}.yaml"
+    if not path.is_file():
+        return rendered
+    hooks = [doc for doc in rendered if _HOOK in ((doc.get("metadata") or {}).get("annotations") or {})]
+    return load_documents(files.read_text(path), f"{env}/{release} (before its patches)") + hooks
+
+
 # --- the content key ------------------------------------------------------------------
 
 
@@ -208,7 +222,7 @@ class Renderer:
     # False renders without the Kustomize patches (to see what they patch).
     patches: bool = True
 
-    def helmfile_stream(self, env: str, only: Sequence[str] = ()) -> str:
+    def helmfile_stream(self, env: str, only: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> str:
         """The `helmfile template` stream of `env`; of the releases named in `only`, if any."""
         selectors = [arg for name in only for arg in ("--selector", f"name={name}")]
         args = [
@@ -223,14 +237,20 @@ class Renderer:
             str(HELM_CONCURRENCY),
         ]
         return self.tools.run(
-            "helmfile", args, cwd=self.layout.root, extra_env=self._extra_env(), timeout=Timeouts.HELMFILE_TEMPLATE
+            "helmfile",
+            args,
+            cwd=self.layout.root,
+            extra_env=self._extra_env() if extra_env is None else extra_env,
+            timeout=Timeouts.HELMFILE_TEMPLATE,
         )
 
     def _extra_env(self) -> dict[str, str]:
         return {} if self.patches else {"ASTRAGO_PATCHES": "off"}
 
-    def release_texts(self, env: str, only: Sequence[str] = ()) -> dict[str, str]:
-        stream = self.helmfile_stream(env, only)
+    def release_texts(
+        self, env: str, only: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        stream = self.helmfile_stream(env, only, extra_env)
         chunks = split_releases(stream)
         if not chunks and stream.strip():
             raise AstragoError(f"{env}: rendered output carries no release markers (is scripts/post-render wired?)")
@@ -240,20 +260,41 @@ class Renderer:
         """Each release's documents, sorted, with Secret values as digests. Releases that can
         generate values are rendered a second time: what differs is proven generated and
         normalized (a safety net: our values keep every chart from generating)."""
-        chunks = self.release_texts(env)
-        docs = {name: load_documents(text, f"{env}/{name} (rendered by helmfile)") for name, text in chunks.items()}
-        normalized: dict[str, list[str]] = {}
-        generating = generating_releases(self.layout, env, chunks, self.tools)
-        if generating:
-            again = self.release_texts(env, generating)
-            for name in generating:
-                second = load_documents(again.get(name, ""), f"{env}/{name} (rendered again by helmfile)")
-                normalized[name] = normalize_generated(docs[name], second)
+        with tempfile.TemporaryDirectory(prefix="unpatched-", dir=run_tmp_dir(self.layout.tools_tmp)) as kept:
+            chunks = self.release_texts(env, extra_env={**self._extra_env(), UNPATCHED_DIR: kept})
+            docs = {name: load_documents(text, f"{env}/{name} (rendered by helmfile)") for name, text in chunks.items()}
+            generating = generating_releases(self.layout, env, chunks, self.tools)
+            unpatched = {name: _unpatched_documents(Path(kept), env, name, docs[name]) for name in generating}
+        normalized = {name: normalize_generated(docs[name], second) for name, second in self._second(env, unpatched)}
         releases = {}
         for name in sorted(docs):
             shown = [digest_secret(doc, keep=(NORMALIZED,)) for doc in docs[name]]
             releases[name] = RenderedRelease(name, sorted(shown, key=sort_key), normalized.get(name, []))
         return releases
+
+    def _second(
+        self, env: str, unpatched: Mapping[str, list[dict[str, Any]]]
+    ) -> Iterable[tuple[str, list[dict[str, Any]]]]:
+        """(release, its second render) for each release in `unpatched` that a second render
+        does not reproduce. The second render is unpatched (no Python or kustomize for it) and
+        compared with the first one's unpatched input; a release it does not reproduce is
+        rendered once more the way it was first (patched), so normalization compares like
+        with like and names exactly the values that are generated."""
+        if not unpatched:
+            return []
+        again = self.release_texts(env, list(unpatched), extra_env={"ASTRAGO_PATCHES": "off"})
+        second = {
+            name: load_documents(again.get(name, ""), f"{env}/{name} (rendered again by helmfile)")
+            for name in unpatched
+        }
+        differ = [name for name in unpatched if second[name] != unpatched[name]]
+        if differ and self.patches:
+            again = self.release_texts(env, differ)
+            second = {
+                name: load_documents(again.get(name, ""), f"{env}/{name} (rendered again by helmfile)")
+                for name in differ
+            }
+        return [(name, second[name]) for name in differ]
 
     def render_environment(self, env: Environment, shared: str | None = None) -> EnvironmentRender:
         """Render `env` into `out_root/<env>`, or keep the render there if its key matches;

@@ -8,6 +8,10 @@ small module because the post-renderer imports it once per release: it must load
 from __future__ import annotations
 
 RELEASE_MARKER = "# astrago.io/release: "
+# Set by `inv render` only: a folder where the post-renderer keeps each patched release's
+# manifests as helm passed them, so the render can prove them reproducible without patching a
+# second render of them.
+UNPATCHED_DIR = "ASTRAGO_UNPATCHED_DIR"
 
 
 def marker(release: str, env: str) -> str:

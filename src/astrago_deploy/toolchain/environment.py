@@ -55,6 +55,7 @@ ALLOWED: frozenset[str] = frozenset(
         "ASTRAGO_PYTHON",
         "ASTRAGO_TOOLS_BIN",
         "ASTRAGO_PATCHES",
+        "ASTRAGO_UNPATCHED_DIR",
         "ASTRAGO_DEBUG",
         "ASTRAGO_TIMEOUT_SCALE",
         "ASTRAGO_UNDER_COMMAND",
@@ -65,8 +66,10 @@ ALLOWED: frozenset[str] = frozenset(
 ALLOWED_PREFIXES = ("LC_",)
 # Allowed, but they change only how output looks, what is logged or how long to wait: never
 # what is rendered, so they stay out of the render cache key.
+# ASTRAGO_UNPATCHED_DIR is a fresh temporary folder on every render: where the post-renderer
+# keeps its input, never what it outputs.
 RENDER_NEUTRAL: frozenset[str] = frozenset(
-    {"TERM", "NO_COLOR", "ASTRAGO_DEBUG", "ASTRAGO_TIMEOUT_SCALE", "ASTRAGO_UNDER_COMMAND"}
+    {"TERM", "NO_COLOR", "ASTRAGO_DEBUG", "ASTRAGO_TIMEOUT_SCALE", "ASTRAGO_UNDER_COMMAND", "ASTRAGO_UNPATCHED_DIR"}
 )
 # Never passed, even when ASTRAGO_TOOL_ENV names them: the suite's own secrets.
 _CREDENTIAL_NAMES = frozenset({"GITHUB_TOKEN", "GH_TOKEN"})
