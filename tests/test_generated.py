@@ -14,7 +14,7 @@ from astrago_deploy.lint.determinism import check_generated
 from astrago_deploy.model import environments
 from astrago_deploy.render.generated import NORMALIZED, chart_random_calls, normalize_generated, random_calls
 from astrago_deploy.render.manifests import digest_secret, load_documents
-from astrago_deploy.render.renderer import Renderer
+from astrago_deploy.render.renderer import Renderer, generated_by
 from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT
@@ -192,3 +192,24 @@ def test_a_reproducible_patched_release_is_proven_without_patching_it_twice(
     assert result.normalized["harbor"][0] == "Secret//harbor-core data.CSRF_KEY"
     calls = log.read_text().splitlines()
     assert calls.count("harbor on") == 2 and calls.count("harbor off") == 1, calls
+
+
+def test_which_releases_can_generate_is_read_from_the_charts_their_documents_name(synced_project: RepoLayout) -> None:
+    """helm's `# Source: CHART/...` lines name the chart that produced each document (subcharts
+    under their parent); a release naming no chart, or one the checkout does not hold, is
+    proven like a generating one."""
+    source = "---\n# Source: {}/templates/a.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\n"
+    texts = {
+        "harbor": source.format("harbor"),
+        "nfs": source.format("csi-driver-nfs"),
+        "gpu": source.format("gpu-operator") + source.format("gpu-operator/charts/node-feature-discovery"),
+        "ours": source.format("astrago"),
+        "unknown": source.format("not-a-chart-here"),
+        "unnamed": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        "empty": "",
+    }
+    assert generated_by(synced_project, texts) == ["harbor", "unknown", "unnamed"]
+    # A generating function in our own chart makes its releases generating too.
+    template = synced_project.custom_dir / "astrago" / "templates" / "generated.yaml"
+    template.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: g}\ndata: {k: {{ uuidv4 | quote }}}\n")
+    assert generated_by(synced_project, texts) == ["harbor", "ours", "unknown", "unnamed"]

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,8 @@ MEMORY_PER_ENVIRONMENT = 1536 * 1024 * 1024
 HELM_CONCURRENCY = 2
 # The annotation that makes a document a helm hook (helm 3 post-renders none of them).
 _HOOK = "helm.sh/hook"
+# helm opens every template's documents with `# Source: CHART/templates/...`.
+_SOURCE = re.compile(r"^# Source: ([^/\n]+)/", re.MULTILINE)
 _KIND_ORDER = [
     "Namespace",
     "CustomResourceDefinition",
@@ -113,14 +116,56 @@ def parallelism(count: int) -> int:
 # --- generated values -----------------------------------------------------------------
 
 
+def _helmfile_generates(layout: RepoLayout) -> bool:
+    """True when the helmfile's own templates call a generating function (every release may then)."""
+    return any(random_calls(files.read_text(path)) for path in sorted(layout.helmfile_dir.rglob("*.gotmpl")))
+
+
 def generating_releases(layout: RepoLayout, env: str, names: Iterable[str], tools: PinnedTools) -> list[str]:
     """The releases among `names` whose output may differ between two renders of the same inputs:
     those whose chart calls a generating function, or all when the helmfile templates do."""
     names = sorted(names)
-    if any(random_calls(files.read_text(path)) for path in sorted(layout.helmfile_dir.rglob("*.gotmpl"))):
+    if _helmfile_generates(layout):
         return names
     charts = {ref.name: ref.chart_dir(layout) for ref in releases(layout, env, tools)}
     return [name for name in names if (chart := charts.get(name)) is None or chart_random_calls(chart)]
+
+
+def generated_by(layout: RepoLayout, unpatched: Mapping[str, str]) -> list[str]:
+    """The releases of a render whose documents a chart that can generate values produced, read
+    from helm's `# Source: CHART/...` lines in each release's output (kustomize drops comments,
+    so a patched release's are read from its input kept before patching): no `helmfile list`
+    is needed. All of them when the helmfile templates can generate. A release whose documents
+    name no chart, or a chart this checkout does not hold exactly once, counts as generating: it
+    is proven like one."""
+    names = sorted(unpatched)
+    if _helmfile_generates(layout):
+        return names
+    charts = _charts_by_name(layout)
+    found = []
+    for name in names:
+        text = unpatched[name]
+        sources = set(_SOURCE.findall(text))
+        dirs = [charts.get(source) for source in sources]
+        if (not sources and text.strip()) or any(d is None or chart_random_calls(d) for d in dirs):
+            found.append(name)
+    return found
+
+
+def _charts_by_name(layout: RepoLayout) -> dict[str, Path | None]:
+    """Chart name (its Chart.yaml's) -> folder, for the locked and our own charts; None for a
+    name two folders share."""
+    folders = [layout.chart_dir(c.name, c.version) for c in VersionsLock.load(layout.lock_file).charts()]
+    if layout.custom_dir.is_dir():
+        folders += sorted(p.parent for p in layout.custom_dir.glob("*/Chart.yaml"))
+    found: dict[str, Path | None] = {}
+    for folder in folders:
+        chart_yaml = folder / "Chart.yaml"
+        if not chart_yaml.is_file():
+            continue
+        name = str(yaml.read_mapping(chart_yaml).get("name") or "")
+        found[name] = folder if name not in found else None
+    return found
 
 
 def describe_normalized(items: Iterable[str]) -> str:
@@ -158,15 +203,22 @@ def split_releases(stream: str) -> dict[str, str]:
     return {name: "".join(lines) for name, lines in chunks.items()}
 
 
-def _unpatched_documents(kept: Path, env: str, release: str, rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What helm rendered for `release` before any patch: the post-renderer's input it kept in
-    `kept` (patched releases only) followed by the hooks, which helm 3 never post-renders;
-    without a kept input (no patches) the render itself."""
+def _kept_input(kept: Path, release: str) -> str | None:
+    """The manifests the post-renderer kept for `release` before patching it (patched releases only)."""
     path = kept / f"{release}.yaml"
-    if not path.is_file():
+    return files.read_text(path) if path.is_file() else None
+
+
+def _unpatched_documents(
+    env: str, release: str, kept_input: str | None, rendered: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """What helm rendered for `release` before any patch: the post-renderer's kept input
+    followed by the hooks, which helm 3 never post-renders; without a kept input (a release with
+    no patches) the render itself."""
+    if kept_input is None:
         return rendered
     hooks = [doc for doc in rendered if _HOOK in ((doc.get("metadata") or {}).get("annotations") or {})]
-    return load_documents(files.read_text(path), f"{env}/{release} (before its patches)") + hooks
+    return load_documents(kept_input, f"{env}/{release} (before its patches)") + hooks
 
 
 # --- the content key ------------------------------------------------------------------
@@ -263,8 +315,10 @@ class Renderer:
         with tempfile.TemporaryDirectory(prefix="unpatched-", dir=run_tmp_dir(self.layout.tools_tmp)) as kept:
             chunks = self.release_texts(env, extra_env={**self._extra_env(), UNPATCHED_DIR: kept})
             docs = {name: load_documents(text, f"{env}/{name} (rendered by helmfile)") for name, text in chunks.items()}
-            generating = generating_releases(self.layout, env, chunks, self.tools)
-            unpatched = {name: _unpatched_documents(Path(kept), env, name, docs[name]) for name in generating}
+            inputs = {name: _kept_input(Path(kept), name) for name in chunks}
+            # A patched release's Source lines are in its kept input; its hooks' in the render.
+            generating = generated_by(self.layout, {name: (inputs[name] or "") + chunks[name] for name in chunks})
+            unpatched = {name: _unpatched_documents(env, name, inputs[name], docs[name]) for name in generating}
         normalized = {name: normalize_generated(docs[name], second) for name, second in self._second(env, unpatched)}
         releases = {}
         for name in sorted(docs):
