@@ -491,3 +491,23 @@ def test_a_second_node_os_adds_a_driver_image_and_why_names_the_field(synced_pro
     for os_tag in ("ubuntu22.04", "rhel9.4"):
         at = lines.index(f"nvcr.io/nvidia/driver:580.82.07-{os_tag}")
         assert lines[at + 1] == f"    gpu-operator ClusterPolicy/cluster-policy spec.driver, node OS {os_tag}"
+
+
+@pytest.mark.timeout(900)
+def test_the_render_rewrite_agrees_with_site_reference_for_a_docker_hub_official_image(
+    synced_project: RepoLayout,
+) -> None:
+    """A chart default naming an official Docker Hub image (`nginx`) is rewritten by
+    offline-images.yaml.gotmpl to REGISTRY/library/nginx, as `site_reference` says."""
+    lock = yaml.read_mapping(synced_project.lock_file)
+    version = str(lock["charts"]["harbor"]["version"])
+    values = synced_project.chart_dir("harbor", version) / "values.yaml"
+    text = values.read_text(encoding="utf-8")
+    assert "repository: goharbor/nginx-photon" in text
+    values.write_text(text.replace("repository: goharbor/nginx-photon", "repository: nginx", 1), encoding="utf-8")
+    done = run_inv(synced_project.root, "images.list", "--env", "stage", "--json")
+    assert done.returncode == 0, done.stderr
+    sites = {item["image"]: item["site"] for item in json.loads(done.stdout)["images"]}
+    assert sites["docker.io/library/nginx:v2.10.2"] == f"{REGISTRY}/library/nginx:v2.10.2"
+    rendered = (synced_project.rendered_dir / "stage" / "harbor.yaml").read_text(encoding="utf-8")
+    assert f"image: {REGISTRY}/library/nginx:v2.10.2" in rendered
