@@ -511,3 +511,44 @@ def test_the_render_rewrite_agrees_with_site_reference_for_a_docker_hub_official
     assert sites["docker.io/library/nginx:v2.10.2"] == f"{REGISTRY}/library/nginx:v2.10.2"
     rendered = (synced_project.rendered_dir / "stage" / "harbor.yaml").read_text(encoding="utf-8")
     assert f"image: {REGISTRY}/library/nginx:v2.10.2" in rendered
+
+
+def test_cluster_policy_of_gpu_operator_v25_10_1_from_the_mirror(tmp_path: Path, mirror: Path) -> None:
+    """The plugin on another operator version, rendered by the pinned helm from the mirror:
+    the driver per node OS, and the images its own values name (its validator is the operator)."""
+    import tarfile
+
+    archive = mirror / "nvidia.github.io" / "gpu-operator" / "stable" / "gpu-operator-v25.10.1.tgz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "chart", filter="data")
+    chart = tmp_path / "chart" / "gpu-operator"
+    defaults = yaml.read_mapping(chart / "values.yaml")
+    helm = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "helm"
+    state = {name: str(tmp_path / "helm") for name in ("HELM_CONFIG_HOME", "HELM_CACHE_HOME", "HELM_DATA_HOME")}
+    out = subprocess.run(
+        [str(helm), "template", "gpu-operator", str(chart), "--namespace", "gpu-operator"],
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **state},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    write_release(tmp_path / "rendered" / "dev", "gpu-operator", yaml.load_all(out))
+    found = images_and_why(tmp_path / "rendered" / "dev", ("ubuntu22.04", "ubuntu24.04"))
+
+    def image(key: str, *nested: str) -> str:
+        spec = defaults[key]
+        for name in nested:
+            spec = spec[name]
+        return f"{spec['repository']}/{spec['image']}:{spec['version']}"
+
+    driver = image("driver")
+    assert driver == "nvcr.io/nvidia/driver:580.105.08"
+    for os_tag in ("ubuntu22.04", "ubuntu24.04"):
+        assert found[f"{driver}-{os_tag}"] == [f"gpu-operator ClusterPolicy/cluster-policy spec.driver, node OS {os_tag}"]
+    for key in ("toolkit", "devicePlugin", "dcgmExporter", "migManager"):
+        assert image(key) in found, key
+    assert "gpu-operator ClusterPolicy/cluster-policy spec.driver.manager" in found[image("driver", "manager")]
+    assert "gpu-operator ClusterPolicy/cluster-policy spec.validator" in found["nvcr.io/nvidia/gpu-operator:v25.10.1"]
+    assert image("operator", "initContainer") in found
+    assert not any(name in key for key in found for name in ("vgpu", "kata", "/dcgm:", "nvidia-fs", "gdrdrv"))
