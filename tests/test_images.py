@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -552,3 +553,31 @@ def test_cluster_policy_of_gpu_operator_v25_10_1_from_the_mirror(tmp_path: Path,
     assert "gpu-operator ClusterPolicy/cluster-policy spec.validator" in found["nvcr.io/nvidia/gpu-operator:v25.10.1"]
     assert image("operator", "initContainer") in found
     assert not any(name in key for key in found for name in ("vgpu", "kata", "/dcgm:", "nvidia-fs", "gdrdrv"))
+
+
+@pytest.mark.timeout(900)
+def test_a_render_rewrite_that_flattens_paths_fails_the_task_naming_each_field(synced_project: RepoLayout) -> None:
+    """The bug of the repository this one replaces: site references flattened to the last path
+    component. `inv images.list` fails, naming the release, resource and field of each."""
+    template = synced_project.helmfile_dir / "values" / "offline-images.yaml.gotmpl"
+    text = template.read_text(encoding="utf-8")
+    rewrite = '(printf "%s/%s" $registry $kept)'
+    assert rewrite in text
+    template.write_text(text.replace(rewrite, '(printf "%s/%s" $registry (base $kept))'), encoding="utf-8")
+    done = run_inv(synced_project.root, "images.list", "--env", "stage")
+    assert done.returncode != 0
+    assert re.fullmatch(r"error: images\.list: \d+ error\(s\) in stage", done.stderr.strip().splitlines()[-1])
+    expected = (
+        f"rendered/stage/csi-driver-nfs.yaml: DaemonSet/kube-system/csi-nfs-node "
+        f"spec.template.spec.containers[nfs].image: csi-driver-nfs: site reference {REGISTRY}/nfsplugin:v4.9.0 "
+        f"does not match upstream registry.k8s.io/sig-storage/nfsplugin:v4.9.0 "
+        f"(expected {REGISTRY}/sig-storage/nfsplugin:v4.9.0: host dropped, path kept)"
+    )
+    assert expected in done.stderr.splitlines()
+    # An operand the operator starts from its ClusterPolicy: the repository field was flattened.
+    assert (
+        f"ClusterPolicy/cluster-policy spec.dcgmExporter: gpu-operator: site reference "
+        f"{REGISTRY}/k8s/dcgm-exporter:4.3.1-4.4.0-ubuntu22.04 does not match upstream "
+        f"nvcr.io/nvidia/k8s/dcgm-exporter:4.3.1-4.4.0-ubuntu22.04"
+    ) in done.stderr
+    assert done.stdout == ""  # no inventory is printed when it is wrong
