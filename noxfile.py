@@ -25,7 +25,7 @@ INV = [PYTHON, "-m", "invoke", "--search-root", str(ROOT)]
 ENVIRONMENTS = [env.name for env in environments.discover(RepoLayout.at(ROOT))]
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "typecheck", "render", "validate", "tests"]
+nox.options.sessions = ["lint", "typecheck", "render", "validate", "images", "tests"]
 
 
 @nox.session
@@ -77,6 +77,12 @@ def validate(session: nox.Session) -> None:
     """Validate every rendered environment against Kubernetes and CRD schemas, offline."""
     session.run(*INV, "render", "--all")
     session.run(*INV, "validate", *session.posargs)
+
+
+@nox.session
+def images(session: nox.Session) -> None:
+    """Build every environment's image inventory: every reference parses, offline ones match the site registry."""
+    session.run(*INV, "images.list", "--all", *session.posargs)
 
 
 @nox.session

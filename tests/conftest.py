@@ -29,7 +29,7 @@ from astrago_deploy.core.layout import RepoLayout
 PROJECT = Path(__file__).resolve().parent.parent
 COPIED = (
     "toolchain.yaml", "helmfile", "environments", "charts/custom", "charts/versions.lock", "patches",
-    "scripts/post-render",
+    "scripts/post-render", "images.extra.yaml",
 )
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

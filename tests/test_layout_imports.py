@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"model", "registry"},
     {"charts"},
     {"render"},
+    {"images"},
     {"patches", "validate"},
     {"lint", "upgrade", "deploy"},
     {"cli"},

@@ -308,13 +308,22 @@ def test_gpu_minor_report_lists_images_once_and_counts_version_label_changes_apa
         if (reg := environments.setting(layout, e, "offline.registry"))
     }
     assert registries  # stage and the sample site pull through their site registry
-    # One image list for every environment: the site-registry ones see the same changes rewritten.
-    [group] = report["image_groups"]
-    assert sorted(group["envs"]) == sorted(envs)
-    assert group["through_registry"] == registries
+    # Two image lists: prod and the customer site (a production site) run a pre-installed driver
+    # (environments/prod/releases/gpu-operator.yaml: driver.enabled false), so the driver image is
+    # in dev's list only; each list is shared with the environments that pull it through a site
+    # registry, which see the same changes rewritten.
+    groups = report["image_groups"]
+    assert [sorted(g["envs"]) for g in groups] == [["dev", "stage"], ["prod", "sample-site"]]
+    assert {env: reg for g in groups for env, reg in g["through_registry"].items()} == registries
     images = markdown.split("## Images")[1].split("## Resources")[0]
-    assert images.count("retagged `nvcr.io/nvidia/gpu-operator:v25.3.4` -> `nvcr.io/nvidia/gpu-operator:v25.10.1`") == 1
-    assert not any(registry in line for registry in registries.values() for line in images.splitlines()[3:])
+    assert images.count("retagged `nvcr.io/nvidia/gpu-operator:v25.3.4` -> `nvcr.io/nvidia/gpu-operator:v25.10.1`") == 2
+    # The operator's operands come from the image inventory: full references, the driver per node OS.
+    driver = "retagged `nvcr.io/nvidia/driver:580.82.07-ubuntu22.04` -> `nvcr.io/nvidia/driver:580.105.08-ubuntu22.04`"
+    assert images.count(driver) == 1
+    toolkit = "`nvcr.io/nvidia/k8s/container-toolkit:v1.17.8-ubuntu20.04` -> `nvcr.io/nvidia/k8s/container-toolkit:v1.18.1`"
+    assert images.count(toolkit) == 2
+    listed = [line for line in images.splitlines() if line.startswith("- ")]
+    assert listed and not any(registry in line for registry in registries.values() for line in listed)
     # Resources whose only change is helm.sh/chart and app.kubernetes.io/version, counted apart.
     labels_only = {env: report["resources"][env]["version_labels_only"] for env in envs}
     assert len(set(map(tuple, labels_only.values()))) == 1

@@ -47,6 +47,11 @@ class InputError(AstragoError):
     """A command-line argument or option is invalid; nothing was written."""
 
 
+class ImageReferenceError(AstragoError):
+    """An image reference does not parse (`invalid image reference 'X': WHY`); where it was found
+    (release, resource, field) is added by the inventory that met it."""
+
+
 class IntegrityError(AstragoError):
     """A file's content does not match the digest it is pinned to."""
 

@@ -273,6 +273,10 @@ class Renderer:
     use_cache: bool = True
     # False renders without the Kustomize patches (to see what they patch).
     patches: bool = True
+    # Environment settings set over every layer (`helmfile --state-values-set KEY=VALUE`): the
+    # image inventory renders an offline environment with `offline.registry` empty to learn the
+    # upstream reference of each image the site registry serves.
+    state_values: Mapping[str, str] = field(default_factory=dict)
 
     def helmfile_stream(self, env: str, only: Sequence[str] = (), extra_env: Mapping[str, str] | None = None) -> str:
         """The `helmfile template` stream of `env`; of the releases named in `only`, if any."""
@@ -282,6 +286,11 @@ class Renderer:
             str(self.layout.helmfile),
             "-e",
             env,
+            *[
+                arg
+                for key, value in sorted(self.state_values.items())
+                for arg in ("--state-values-set", f"{key}={value}")
+            ],
             *selectors,
             "template",
             "--skip-deps",
@@ -357,6 +366,7 @@ class Renderer:
         out_dir = self.out_root / env.name
         key = render_key(self.layout, env, self.tools.render_inputs(self._extra_env()), shared)
         key += "" if self.patches else "-unpatched"
+        key += "".join(f" {name}={value}" for name, value in sorted(self.state_values.items()))
         summary = _cached_summary(out_dir, key) if self.use_cache else None
         if summary is not None:
             return EnvironmentRender(

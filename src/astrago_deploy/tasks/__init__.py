@@ -12,7 +12,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from astrago_deploy.tasks import charts, deploy, env, patches, render, tools
+from astrago_deploy.tasks import charts, deploy, env, images, patches, render, tools
 
 
 def build_namespace(root: Path) -> Collection:
@@ -21,6 +21,7 @@ def build_namespace(root: Path) -> Collection:
     ns.add_collection(charts.ns)
     ns.add_collection(env.ns)
     ns.add_collection(patches.ns)
+    ns.add_collection(images.ns)
     ns.add_task(render.render)
     ns.add_task(render.diff)
     ns.add_task(render.validate)

@@ -18,10 +18,14 @@ from typing import Any, TypeVar
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
-from astrago_deploy.core.errors import FileAccessError
+from astrago_deploy.core.errors import FileAccessError, ImageReferenceError
+from astrago_deploy.images.collect import rendered_uses
+from astrago_deploy.images.inventory import DEFAULT_NODE_OS
+from astrago_deploy.images.reference import parse_image, site_reference
+from astrago_deploy.images.uses import KindContext
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.generated import NORMALIZED
-from astrago_deploy.render.manifests import crd_files, digest_secret, images, read_documents
+from astrago_deploy.render.manifests import crd_files, digest_secret, read_documents
 
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
@@ -246,11 +250,18 @@ def _strip(crd: dict[str, Any]) -> Any:
 # --- images ------------------------------------------------------------------------------
 
 
-def images_of_render(folder: Path) -> set[str]:
+def images_of_render(folder: Path, node_os: tuple[str, ...] = DEFAULT_NODE_OS) -> set[str]:
+    """Every image the render at `folder` makes a cluster pull, fully qualified, as the image
+    inventory collects them (pod specs, `*_IMAGE` env values, gpu-operator's operands per node
+    OS). A reference that does not parse is kept as written: the report shows it, and
+    `inv images.list` and `nox -s images` name its place."""
+    uses, _warnings = rendered_uses(folder, KindContext(node_os))
     found: set[str] = set()
-    for path in sorted(folder.glob("*.yaml")):
-        for doc in read_documents(path):
-            found |= images(doc)
+    for use in uses:
+        try:
+            found.add(str(parse_image(use.image)))
+        except ImageReferenceError:
+            found.add(str(use.image))
     return found
 
 
@@ -274,9 +285,12 @@ def diff_images(before: set[str], after: set[str]) -> dict[str, Any]:
 
 
 def through_registry(image: str, registry: str) -> str:
-    """`image` as an environment with `offline.registry` pulls it: the registry host replaced by
-    `registry`, the path kept (the rule helmfile/values/offline-images.yaml.gotmpl applies)."""
-    return f"{registry}/{re.sub(r'^([^/]*[.:][^/]*|localhost)/', '', image)}"
+    """`image` as an environment with `offline.registry` pulls it: `images.reference.site_reference`
+    (the upstream host dropped, the path kept), the rule the render's offline rewrite follows."""
+    try:
+        return str(site_reference(parse_image(image), registry))
+    except ImageReferenceError:
+        return f"{registry}/{re.sub(r'^([^/]*[.:][^/]*|localhost)/', '', image)}"
 
 
 def diff_through_registry(diff: dict[str, Any], registry: str) -> dict[str, Any]:
