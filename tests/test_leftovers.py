@@ -208,3 +208,20 @@ def test_the_tools_temporary_files_go_with_their_task_or_with_the_next_start_if_
 
     assert prune_leftovers(layout) == [crashed]
     assert list(layout.tools_tmp.iterdir()) == [running]
+
+
+def test_a_staging_folder_killed_before_its_marker_is_pruned_by_the_pid_in_its_name(project: RepoLayout) -> None:
+    """A kill between mkdtemp and the marker left an unmarked `.sync.XXXX.staging` that no run
+    pruned (seen in the sync kill campaign); the name now says whose it was."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    project.external_dir.mkdir(parents=True, exist_ok=True)
+    orphan = project.external_dir / f".sync.p{pid}-abcd1234.staging"
+    running = project.external_dir / f".sync.p{os.getpid()}-efgh5678.staging"
+    unnamed = project.external_dir / ".sync.ijkl9012.staging"
+    for folder in (orphan, running, unnamed):
+        folder.mkdir()
+    assert orphan in prune_leftovers(project)
+    assert not orphan.exists() and running.is_dir() and unnamed.is_dir()
+    with atomic.staging_dir(project.external_dir, "sync") as staging:
+        assert staging.name.startswith(f".sync.p{os.getpid()}-") and staging.name.endswith(".staging")

@@ -53,7 +53,9 @@ def staging_dir(parent: Path, prefix: str) -> Iterator[Path]:
     """A temporary directory inside `parent` (same filesystem), removed on exit; it carries a
     marker so that, if this process dies first, the next run's `prune_leftovers` removes it."""
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".staging", dir=parent))
+    # The name carries this process's id: killed between mkdtemp and the marker, the folder is
+    # still known to be ours and abandoned (prune_leftovers).
+    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}.p{os.getpid()}-", suffix=".staging", dir=parent))
     try:
         mark(tmp, f"staging {prefix}")
         yield tmp

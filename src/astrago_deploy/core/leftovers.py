@@ -25,6 +25,8 @@ from astrago_deploy.core.markers import pid_alive, read_marker
 
 _ASIDE = re.compile(r"\.(?P<name>.+)\.(?P<kind>old|del)-(?P<pid>\d+)")
 _STAGING = re.compile(r"\..+\.staging")
+# `atomic.staging_dir`'s names: `.PREFIX.pPID-XXXX.staging`.
+_STAGING_PID = re.compile(r"\..+\.p(?P<pid>\d+)-[^/]*\.staging")
 
 
 def worktrees_dir(layout: RepoLayout) -> Path:
@@ -50,7 +52,11 @@ def temporary_parents(layout: RepoLayout) -> list[Path]:
 
 def _abandoned(folder: Path) -> bool:
     marker = read_marker(folder)
-    return marker is not None and not marker.owner_alive()
+    if marker is None:
+        # Killed before its marker was written: the name still says whose it was.
+        named = _STAGING_PID.fullmatch(folder.name)
+        return named is not None and not pid_alive(int(named["pid"]))
+    return not marker.owner_alive()
 
 
 def _prune_aside(entry: Path, name: str, kind: str) -> None:
