@@ -416,3 +416,19 @@ def build_index(images: list[Image], docker: bool = False) -> bytes:
         for image in images
     ]  # fmt: skip
     return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}, indent=1).encode()
+
+
+def drip_manifest(handler: http.server.BaseHTTPRequestHandler, byte: bytes) -> None:
+    """Answer with a 100,000-byte manifest sent one `byte` at a time, 100 a second, until the
+    client hangs up (a registry too slow for any deadline)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    try:
+        for _ in range(100_000):
+            handler.wfile.write(byte)
+            handler.wfile.flush()
+            time.sleep(0.01)
+    except OSError:
+        pass  # the client gave up

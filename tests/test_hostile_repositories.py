@@ -24,6 +24,7 @@ from astrago_deploy.core.layout import RepoLayout
 
 from .chart_fixtures import chart_tgz, oversized_header_tgz, sha256
 from .conftest import PROJECT, loopback
+from .registry_support import drip_manifest
 
 INV = [str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT)]
 LONG_NAME = "d" * 300
@@ -95,17 +96,7 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         if not rest:
             self.send(b"{}", Content_Type="application/json")
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        try:
-            for _ in range(100_000):
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.01)
-        except OSError:
-            pass  # the client gave up
+        drip_manifest(self, b" ")
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ from .registry_support import (
     TokenServer,
     build_image,
     build_index,
+    drip_manifest,
     sha256,
     write_random,
 )
@@ -392,17 +393,7 @@ class _Dripping(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        try:
-            for _ in range(100_000):
-                self.wfile.write(b"{")
-                self.wfile.flush()
-                time.sleep(0.01)
-        except OSError:
-            pass  # the client gave up
+        drip_manifest(self, b"{")
 
 
 DRIPPED = "sha256:" + "0" * 64
