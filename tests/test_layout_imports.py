@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"render"},
     {"images"},
     {"patches", "validate"},
-    {"lint", "upgrade", "deploy"},
+    {"lint", "upgrade", "deploy", "promote"},
     {"cli"},
     {"tasks"},
 ]
