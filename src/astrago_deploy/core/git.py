@@ -216,6 +216,28 @@ class GitRepo:
         data: bytes = item.data_stream.read()
         return data
 
+    def write_tag_object(self, name: str, commit: str, message: str) -> str:
+        """An annotated tag object `name` on `commit`, written to the object store with no ref
+        pointing at it yet (the caller publishes it: `create_ref` or a push of its id)."""
+        ident = self.run("var", "GIT_COMMITTER_IDENT").strip()
+        body = f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message.rstrip()}\n"
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".tag", delete=False) as handle:
+            handle.write(body)
+        try:
+            return self.run("hash-object", "-t", "tag", "-w", "--", handle.name).strip()
+        finally:
+            Path(handle.name).unlink(missing_ok=True)
+
+    def checked_out_at(self, branch_ref: str) -> Path | None:
+        """The worktree that has `branch_ref` (a full name) checked out, if any."""
+        path: Path | None = None
+        for line in self.run("worktree", "list", "--porcelain").splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line == f"branch {_full_ref(branch_ref)}":
+                return path
+        return None
+
     # --- refs by compare-and-swap ---------------------------------------------------------------
 
     def create_ref(self, ref: str, new: str, reason: str = "astrago: create") -> None:
@@ -289,6 +311,38 @@ class GitRepo:
         raise RefMovedError(
             result.argv, result.returncode, result.stdout, result.stderr, f"{remote} {target}", expected, found
         )
+
+    def push_atomic(self, remote: str, updates: list[tuple[str, str]]) -> None:
+        """Push several `(source, full target ref)` updates in one transaction: the remote takes
+        all of them or none (`git push --atomic`), never by force, so a branch moves only by
+        fast-forward and a tag is only created. A refusal is a `RefMovedError` naming the first
+        target the remote refused and what it holds now."""
+        targets = [(source, _full_ref(target)) for source, target in updates]
+        args = ["push", "--porcelain", "--atomic", "--quiet", "--", remote]
+        args += [f"{source}:{target}" for source, target in targets]
+        result = self.call(*args, ok=frozenset({0, 1}))
+        if result.returncode == 0:
+            return
+        output = result.stdout + result.stderr
+        if "[rejected]" not in output and "atomic push failed" not in output:
+            raise GitError(result.argv, result.returncode, result.stdout, result.stderr)
+        # Porcelain: "!<TAB>SOURCE:TARGET<TAB>[rejected] (why)"; the others say "atomic push failed".
+        refused = targets[0][1]
+        for line in result.stdout.splitlines():
+            flag, _, rest = line.partition("\t")
+            spec, _, why = rest.partition("\t")
+            if flag == "!" and "atomic push failed" not in why:
+                refused = spec.rpartition(":")[2] or refused
+                break
+        found = self._remote_value(remote, refused)
+        raise RefMovedError(
+            result.argv, result.returncode, result.stdout, result.stderr, f"{remote} {refused}",
+            "absent or an ancestor of the pushed commit", found,
+        )  # fmt: skip
+
+    def remote_value(self, remote: str, ref: str) -> str:
+        """The object id `ref` (a full name) holds on `remote` now, or "" when it has none."""
+        return self._remote_value(remote, _full_ref(ref))
 
     def _remote_value(self, remote: str, ref: str) -> str:
         result = self.call("ls-remote", "--", remote, ref, ok=frozenset({0, 2, 128}))
