@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.core import yaml
@@ -23,6 +23,7 @@ from astrago_deploy.images.collect import rendered_uses
 from astrago_deploy.images.inventory import DEFAULT_NODE_OS
 from astrago_deploy.images.reference import parse_image, site_reference
 from astrago_deploy.images.uses import KindContext
+from astrago_deploy.model.environments import group_equal
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.generated import NORMALIZED
 from astrago_deploy.render.manifests import crd_files, digest_secret, read_documents
@@ -30,7 +31,6 @@ from astrago_deploy.render.manifests import crd_files, digest_secret, read_docum
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
 _MISSING = object()
-T = TypeVar("T")
 
 
 # --- values ------------------------------------------------------------------------------
@@ -413,22 +413,6 @@ def _diff_body(diff: EnvironmentDiff) -> str:
         + "".join(line for line in c.diff.splitlines(keepends=True) if not line.startswith(("--- a/", "+++ b/")))
         for c in diff.changes
     )
-
-
-# --- grouping ----------------------------------------------------------------------------
-
-
-def group_equal(per_env: dict[str, T]) -> list[tuple[list[str], T]]:
-    """Environments with equal values together, groups and names in the environments' order."""
-    groups: list[tuple[list[str], T]] = []
-    for env, value in per_env.items():
-        for names, shared in groups:
-            if shared == value:
-                names.append(env)
-                break
-        else:
-            groups.append(([env], value))
-    return groups
 
 
 # --- changelog ---------------------------------------------------------------------------
