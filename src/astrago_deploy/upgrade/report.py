@@ -19,10 +19,7 @@ from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, p
 from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import FileAccessError, ImageReferenceError
-from astrago_deploy.images.collect import rendered_uses
-from astrago_deploy.images.inventory import DEFAULT_NODE_OS
 from astrago_deploy.images.reference import parse_image, site_reference
-from astrago_deploy.images.uses import KindContext
 from astrago_deploy.model.environments import group_equal
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.generated import NORMALIZED
@@ -248,21 +245,6 @@ def _strip(crd: dict[str, Any]) -> Any:
 
 
 # --- images ------------------------------------------------------------------------------
-
-
-def images_of_render(folder: Path, node_os: tuple[str, ...] = DEFAULT_NODE_OS) -> set[str]:
-    """Every image the render at `folder` makes a cluster pull, fully qualified, as the image
-    inventory collects them (pod specs, `*_IMAGE` env values, gpu-operator's operands per node
-    OS). A reference that does not parse is kept as written: the report shows it, and
-    `inv images.list` and `nox -s images` name its place."""
-    uses, _warnings = rendered_uses(folder, KindContext(node_os))
-    found: set[str] = set()
-    for use in uses:
-        try:
-            found.add(str(parse_image(use.image)))
-        except ImageReferenceError:
-            found.add(str(use.image))
-    return found
 
 
 def _repo_tag(image: str) -> tuple[str, str]:
