@@ -66,7 +66,7 @@ def upgrade_report(tree: RepoLayout, chart: str, old: str, new: str) -> str | No
     folder = tree.root / UPGRADE_REPORTS
     if (folder / f"{chart}-{old}-to-{new}.md").is_file():
         return f"{UPGRADE_REPORTS}/{chart}-{old}-to-{new}.md"
-    steps = sorted(folder.glob(f"{glob_escape(chart)}-*-to-{glob_escape(new)}.md")) if folder.is_dir() else []
+    steps = sorted(folder.glob(f"{_glob_escape(chart)}-*-to-{_glob_escape(new)}.md")) if folder.is_dir() else []
     for path in reversed(steps):
         start = path.name.removeprefix(f"{chart}-").removesuffix(f"-to-{new}.md")
         # A chart whose name extends this one's (gpu-operator-addons-...) leaves no version.
@@ -75,7 +75,7 @@ def upgrade_report(tree: RepoLayout, chart: str, old: str, new: str) -> str | No
     return None
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
