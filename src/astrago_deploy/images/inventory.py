@@ -208,6 +208,22 @@ def _check_site_render(
             )
 
 
+def images_of_render(folder: Path, os_tags: tuple[str, ...] = DEFAULT_NODE_OS) -> set[str]:
+    """Every image the render at `folder` makes a cluster pull, fully qualified, as the image
+    inventory collects them (pod specs, `*_IMAGE` env values, gpu-operator's operands per node
+    OS, one per tag of `os_tags`). A reference that does not parse is kept as written: a report
+    (the upgrade's, the promotion's) shows it, and `inv images.list` and `nox -s images` name
+    its place."""
+    uses, _warnings = rendered_uses(folder, KindContext(os_tags))
+    found: set[str] = set()
+    for use in uses:
+        try:
+            found.add(str(parse_image(use.image)))
+        except ImageReferenceError:
+            found.add(str(use.image))
+    return found
+
+
 def upstream_dir(layout: RepoLayout) -> Path:
     """Where offline environments are rendered with `offline.registry` unset."""
     return layout.cache_dir / "images" / "upstream"

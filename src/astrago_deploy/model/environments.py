@@ -14,7 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from astrago_deploy.core import atomic, yaml
 from astrago_deploy.core.errors import AstragoError, ConfigError, InputError
@@ -24,6 +24,7 @@ from astrago_deploy.core.yaml import CommentedMap, EditedFile
 STAGES = ("dev", "stage", "prod")
 CUSTOMER_STAGE = "prod"
 RESERVED = frozenset({*STAGES, "base", "customers", "default"})
+T = TypeVar("T")
 # Matched with fullmatch (never `$`, which also accepts a trailing newline).
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _HOSTNAME = re.compile(
@@ -269,3 +270,17 @@ def setting(layout: RepoLayout, env: Environment, dotted: str) -> Any:
         node = node.get(part)
         walked.append(part)
     return node
+
+
+def group_equal(per_env: dict[str, T]) -> list[tuple[list[str], T]]:
+    """Environments with equal values together, groups and names in the environments' order
+    (the upgrade report and the promotion body show what several environments share once)."""
+    groups: list[tuple[list[str], T]] = []
+    for env, value in per_env.items():
+        for names, shared in groups:
+            if shared == value:
+                names.append(env)
+                break
+        else:
+            groups.append(([env], value))
+    return groups

@@ -13,7 +13,7 @@ from astrago_deploy.core.diagnostics import Diagnostic
 from astrago_deploy.core.errors import AstragoError
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.locks import charts_lock
-from astrago_deploy.images.inventory import node_os
+from astrago_deploy.images.inventory import images_of_render, node_os
 from astrago_deploy.model import environments
 from astrago_deploy.model.lock import LockedChart
 from astrago_deploy.patches import check as patch_check
@@ -117,8 +117,8 @@ def build_report(
         crds=upgrade_report.diff_crds(old_crds, new_crds),
         images={
             e.name: upgrade_report.diff_images(
-                upgrade_report.images_of_render(before / e.name, node_os(environments.settings(tree, e), e.name)),
-                upgrade_report.images_of_render(after / e.name, node_os(environments.settings(tree, e), e.name)),
+                images_of_render(before / e.name, node_os(environments.settings(tree, e), e.name)),
+                images_of_render(after / e.name, node_os(environments.settings(tree, e), e.name)),
             )
             for e in envs
         },

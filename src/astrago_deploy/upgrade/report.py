@@ -13,16 +13,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from astrago_deploy.charts.index import ChartVersion, bump_kind, newest_first, parse_version
 from astrago_deploy.core import yaml
 from astrago_deploy.core.diagnostics import Diagnostic, format_diagnostic, shown_path
 from astrago_deploy.core.errors import FileAccessError, ImageReferenceError
-from astrago_deploy.images.collect import rendered_uses
-from astrago_deploy.images.inventory import DEFAULT_NODE_OS
 from astrago_deploy.images.reference import parse_image, site_reference
-from astrago_deploy.images.uses import KindContext
+from astrago_deploy.model.environments import group_equal
 from astrago_deploy.render.diff import EnvironmentDiff
 from astrago_deploy.render.generated import NORMALIZED
 from astrago_deploy.render.manifests import crd_files, digest_secret, read_documents
@@ -30,7 +28,6 @@ from astrago_deploy.render.manifests import crd_files, digest_secret, read_docum
 GITHUB_BODY_LIMIT = 65_536
 BODY_BUDGET = 60_000  # leave room for the trailer and GitHub's own accounting
 _MISSING = object()
-T = TypeVar("T")
 
 
 # --- values ------------------------------------------------------------------------------
@@ -250,21 +247,6 @@ def _strip(crd: dict[str, Any]) -> Any:
 # --- images ------------------------------------------------------------------------------
 
 
-def images_of_render(folder: Path, node_os: tuple[str, ...] = DEFAULT_NODE_OS) -> set[str]:
-    """Every image the render at `folder` makes a cluster pull, fully qualified, as the image
-    inventory collects them (pod specs, `*_IMAGE` env values, gpu-operator's operands per node
-    OS). A reference that does not parse is kept as written: the report shows it, and
-    `inv images.list` and `nox -s images` name its place."""
-    uses, _warnings = rendered_uses(folder, KindContext(node_os))
-    found: set[str] = set()
-    for use in uses:
-        try:
-            found.add(str(parse_image(use.image)))
-        except ImageReferenceError:
-            found.add(str(use.image))
-    return found
-
-
 def _repo_tag(image: str) -> tuple[str, str]:
     name, _, digest = image.partition("@")
     head, sep, tag = name.rpartition(":")
@@ -413,22 +395,6 @@ def _diff_body(diff: EnvironmentDiff) -> str:
         + "".join(line for line in c.diff.splitlines(keepends=True) if not line.startswith(("--- a/", "+++ b/")))
         for c in diff.changes
     )
-
-
-# --- grouping ----------------------------------------------------------------------------
-
-
-def group_equal(per_env: dict[str, T]) -> list[tuple[list[str], T]]:
-    """Environments with equal values together, groups and names in the environments' order."""
-    groups: list[tuple[list[str], T]] = []
-    for env, value in per_env.items():
-        for names, shared in groups:
-            if shared == value:
-                names.append(env)
-                break
-        else:
-            groups.append(([env], value))
-    return groups
 
 
 # --- changelog ---------------------------------------------------------------------------
