@@ -51,4 +51,76 @@ def init(
     say(f"created {path}")
 
 
-ns = Collection("env", list_, init)
+@task(help={"json": "Print the state as JSON", "fetch": "Fetch origin's stage branches and tags first"})
+@user_errors
+def status(ctx: Context, json_: bool = False, fetch: bool = False) -> None:
+    """Per stage: tip, chart versions, pending and drift commits, last promotion, containment; a chart matrix."""
+    import json
+
+    from astrago_deploy.core.git import GitRepo
+    from astrago_deploy.model import promotion
+    from astrago_deploy.promote import status as promotion_status
+
+    layout = layout_of(ctx)
+    repo = GitRepo(layout.root)
+    path = promotion.load(layout)
+    promotion.check_not_shallow(repo)
+    if fetch and promotion.has_origin(repo):
+        promotion.fetch(repo, path)
+    state = promotion.read_state(repo, path)
+    if json_:
+        say(json.dumps(state.as_json(), indent=2))
+        return
+    say(promotion_status.render_text(state).rstrip("\n"))
+
+
+@task(
+    help={
+        "target": "Stage to promote into (not the first one): e.g. stage, prod",
+        "commit": "Promote this commit (it must be on the predecessor's branch) instead of its tip",
+        "no_pr": "Fast-forward the target branch directly even where promotion.yaml asks for a pull request",
+        "dry_run": "Run every check and gate and print the summary; move nothing",
+        "json": "Write the result, gates and summary as JSON to this file",
+        "mirror": "Chart mirror for charts a commit locks but this checkout has not vendored",
+    }
+)
+@user_errors
+def promote(
+    ctx: Context,
+    target: str,
+    commit: str | None = None,
+    no_pr: bool = False,
+    dry_run: bool = False,
+    json_: str | None = None,
+    mirror: str | None = None,
+) -> None:
+    """Promote the predecessor's tip (or --commit) into TARGET after gates, fast-forward only, tagged."""
+    from pathlib import Path
+
+    from astrago_deploy.promote import promoter
+
+    layout = layout_of(ctx)
+    options = promoter.PromoteOptions(
+        target, commit, not no_pr, dry_run, Path(json_).resolve() if json_ else None, mirror
+    )
+    result = promoter.Promoter(layout, say).run(options)
+    if result.outcome in ("nothing", "tagged"):
+        extra = f"; tagged its tip {result.tag} (it had no promotion tag)" if result.tag else ""
+        say(f"nothing to promote: {target} already holds {result.candidate[:12]}{extra}")
+        return
+    assert result.summary is not None and result.gates is not None
+    for gate in result.gates.gates:
+        say(f"gate {gate.name:14} ok  {gate.summary} ({gate.seconds:.1f}s)")
+    say(result.summary.text().rstrip("\n"))
+    if result.outcome == "dry-run":
+        say(f"dry run: {target} would move {result.old[:12]} -> {result.candidate[:12]}; nothing was changed")
+    elif result.outcome == "pull-request":
+        say(
+            f"opened {result.pull_request} (merging it fast-forwards {target}; run `inv env.promote {target}` "
+            "after the merge to tag it)"
+        )
+    else:
+        say(f"promoted {target}: {result.old[:12]} -> {result.candidate[:12]}, tagged {result.tag}")
+
+
+ns = Collection("env", list_, init, status, promote)
