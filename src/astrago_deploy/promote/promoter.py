@@ -181,6 +181,8 @@ class Promoter:
             result.timings["total"] = time.monotonic() - started
             self._write_json(options, result)
             return result
+        if options.open_pr and target.pull_request and not options.dry_run:
+            self._pull_request_target(target)  # refuse before the gates, not after them
         commits = promotion.commits(self.repo, candidate, old)
         self.log(f"promoting {len(commits)} commit(s) {old[:12]}..{candidate[:12]} to {target.name}")
         self._gate_and_summarize(options, target, candidate, old, commits, result)
@@ -245,7 +247,8 @@ class Promoter:
                 result.gates.patches, full_diff,
             )  # fmt: skip
 
-    def _open_pull_request(self, target: Stage, candidate: str, result: PromoteResult) -> str:
+    def _pull_request_target(self, target: Stage) -> tuple[str, str, str, str]:
+        """(token, API URL, owner, repository) for the pull request `target` takes; refused without."""
         token = self.environ.get("GITHUB_TOKEN", "")
         try:
             remote = self.repo.run("remote", "get-url", "origin").strip()
@@ -259,6 +262,10 @@ class Promoter:
                 f"{'no GITHUB_TOKEN' if not token else 'no GitHub origin'}: set it, or pass --no-pr to "
                 f"fast-forward {target.branch} directly (nothing was changed)"
             )
+        return token, api_url, where[0], where[1]
+
+    def _open_pull_request(self, target: Stage, candidate: str, result: PromoteResult) -> str:
+        token, api_url, owner, name = self._pull_request_target(target)
         assert result.summary is not None
         branch = f"promote/{target.name}-{candidate[:12]}"
         existing = self.repo.remote_value("origin", f"refs/heads/{branch}")
@@ -268,9 +275,7 @@ class Promoter:
         api = GitHub(token, api_url, Fetcher())
         title = f"Promote {len(result.summary.commits)} commit(s) to {target.name} ({candidate[:12]})"
         labels = ["promotion", f"promote:{target.name}"]
-        pull = api.open_pull_request(
-            where[0], where[1], branch, target.branch, title, result.summary.markdown(shown), labels
-        )
+        pull = api.open_pull_request(owner, name, branch, target.branch, title, result.summary.markdown(shown), labels)
         return pull.url
 
     def _write_json(self, options: PromoteOptions, result: PromoteResult) -> None:

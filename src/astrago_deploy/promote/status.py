@@ -49,9 +49,9 @@ def render_text(state: PathState) -> str:
         names = list(state.stages)
         width = max(len(c) for c in matrix) + 2
         columns = {n: max([len(n), *(len(v.get(n, "")) for v in matrix.values())]) + 2 for n in names}
-        lines.append("chart".ljust(width) + "".join(n.ljust(columns[n]) for n in names) + "  (* differs)")
+        lines.append("  " + "chart".ljust(width) + "".join(n.ljust(columns[n]) for n in names) + "(* differs)")
         for chart, versions in matrix.items():
             differs = len(set(versions.values())) > 1
             cells = "".join((versions[n] or "-").ljust(columns[n]) for n in names)
-            lines.append(("* " if differs else "  ") + chart.ljust(width - 2) + cells)
+            lines.append((("* " if differs else "  ") + chart.ljust(width) + cells).rstrip())
     return "\n".join(lines).rstrip() + "\n"
