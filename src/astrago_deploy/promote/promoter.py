@@ -83,7 +83,7 @@ def resolve_strict(repo: GitRepo, ref: str) -> str:
     objects share) or one naming nothing is an error."""
     if not ref or ref.startswith("-"):
         raise InputError(f"invalid git ref {ref!r}")
-    result = repo.call("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", ok=frozenset({0, 1, 128}))
+    result = repo.call("rev-parse", "--verify", f"{ref}^{{commit}}", ok=frozenset({0, 1, 128}))
     if "ambiguous" in result.stderr:
         raise InputError(f"{ref!r} is ambiguous ({result.stderr.strip().splitlines()[0]}): give a full commit id")
     if result.returncode != 0 or not result.stdout.strip():
@@ -176,8 +176,8 @@ class Promoter:
         if self.repo.is_ancestor(candidate, old):
             if candidate == old and not promotion.tags_at(self.repo, target.name, old) and not options.dry_run:
                 message = tag_message(target.name, [], here.charts)
-                result.tag = refs.tag_existing(self.repo, target, old, message, state.remote)
-                result.outcome = "tagged"
+                result.tag = refs.finish(self.repo, target, old, state.remote, message)
+                result.outcome = "tagged" if result.tag else "nothing"
             result.timings["total"] = time.monotonic() - started
             self._write_json(options, result)
             return result
@@ -251,7 +251,7 @@ class Promoter:
         """(token, API URL, owner, repository) for the pull request `target` takes; refused without."""
         token = self.environ.get("GITHUB_TOKEN", "")
         try:
-            remote = self.repo.run("remote", "get-url", "origin").strip()
+            remote = self.repo.run("config", "--get", "remote.origin.url").strip()  # as written, before insteadOf
         except GitError:
             remote = ""
         api_url = self.environ.get("GITHUB_API_URL") or DEFAULT_API

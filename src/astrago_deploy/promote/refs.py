@@ -67,6 +67,14 @@ def apply(repo: GitRepo, move: Move, remote: bool) -> None:
             repo.create_ref(f"refs/tags/{move.tag}", tag_object, f"astrago: {move.tag}")
         return
     local_worktree_check(repo, move.stage)
+    journal = journal_ref(move.stage)
+    if tag_object:
+        # The tag about to be made, kept where no deploy check looks: a kill after the branch
+        # moved and before the tag exists is finished from it by the next run (`finish`).
+        stale = repo.ref_value(journal)
+        if stale:
+            repo.delete_ref(journal, stale)
+        repo.create_ref(journal, tag_object, f"astrago: promoting {move.stage.name}")
     if move.old:
         repo.move_ref(move.stage.ref, move.new, move.old, f"astrago: {move.stage.name} -> {move.new[:12]}")
     else:
@@ -77,6 +85,33 @@ def apply(repo: GitRepo, move: Move, remote: bool) -> None:
         GitRepo(where).run("read-tree", "-m", "-u", move.old, move.new)
     if tag_object:
         repo.create_ref(f"refs/tags/{move.tag}", tag_object, f"astrago: {move.tag}")
+        repo.delete_ref(journal, tag_object)
+
+
+def journal_ref(stage: Stage) -> str:
+    return f"refs/astrago/promoting/{stage.name}"
+
+
+def finish(repo: GitRepo, stage: Stage, tip: str, remote: bool, message: str) -> str:
+    """Tag the stage's untagged tip when a promotion is known to have brought it there: the
+    journal of a local promotion killed between its move and its tag, or (with origin) the
+    merged pull request branch `promote/<stage>-<shortsha>` at the tip. The tag's name, or ""."""
+    if remote:
+        if repo.remote_value("origin", f"refs/heads/promote/{stage.name}-{tip[:12]}") == tip:
+            return tag_existing(repo, stage, tip, message, remote)
+        return ""
+    journal = journal_ref(stage)
+    tag_object = repo.ref_value(journal)
+    if not tag_object:
+        return ""
+    name = ""
+    if repo.resolve(tag_object) == tip:
+        header = repo.run("cat-file", "tag", tag_object).split("\n\n", 1)[0]
+        name = next((line[4:] for line in header.splitlines() if line.startswith("tag ")), "")
+        if name and not repo.ref_value(f"refs/tags/{name}"):
+            repo.create_ref(f"refs/tags/{name}", tag_object, f"astrago: {name} (finished)")
+    repo.delete_ref(journal, tag_object)  # a promotion that never moved the branch: forgotten
+    return name
 
 
 def tag_name(repo: GitRepo, stage: Stage, remote: bool) -> str:
