@@ -9,10 +9,13 @@ force), and, on a refusal, that no ref moved anywhere and no worktree was left b
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,7 +29,7 @@ from astrago_deploy.promote import backport as back_merge
 from astrago_deploy.promote import refs
 from astrago_deploy.promote import rollback as roll
 
-from .conftest import GIT_ENV, PROJECT, git, make_project
+from .conftest import GIT_ENV, PROJECT, git, loopback, make_project
 
 STAGES = ("dev", "stage", "prod")
 OLD_PROD_TAG = "prod/2024.01.01-1"
@@ -300,6 +303,32 @@ def test_a_branch_moved_after_the_merges_were_made_stops_before_any_move(
     assert site.origin_tips() == {**before, "dev": moved[0]}  # stage was not moved first
 
 
+def test_a_run_killed_between_its_two_moves_is_finished_by_the_next(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hotfix = site.commit_on("prod", {"hotfix.txt": "fix\n"}, "prod: hotfix")
+    real_apply = refs.apply
+    applied: list[str] = []
+
+    def killed_before_the_second(repo: GitRepo, move: refs.Move, remote: bool) -> None:
+        if applied:
+            raise KeyboardInterrupt  # the process dies after stage moved, before dev does
+        real_apply(repo, move, remote)
+        applied.append(move.stage.name)
+
+    monkeypatch.setattr(refs, "apply", killed_before_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        back_merge.backport(site.layout, pull_requests=False)
+    assert applied == ["stage"] and not ancestor(site.origin, hotfix, "refs/heads/dev")
+    monkeypatch.setattr(refs, "apply", real_apply)
+
+    rerun = back_merge.backport(site.layout, pull_requests=False)
+
+    assert [(m.source.name, m.target.name) for m in rerun.merges] == [("stage", "dev")]
+    assert ancestor(site.origin, hotfix, "refs/heads/dev") and holds(site)
+    assert len(registered_worktrees(site.root)) == 1
+
+
 def test_dry_run_merges_but_moves_nothing(site: Site) -> None:
     site.commit_on("prod", {"hotfix.txt": "fix\n"}, "prod: hotfix")
     before = site.origin_tips()
@@ -400,6 +429,112 @@ def test_rollback_refused_when_origin_moves_between_read_and_push(site: Site, mo
     assert site.origin_tip("prod") == sneaked[0]
     remote_tags = git(site.origin, "tag", "--list", "prod/*").split()
     assert sorted(remote_tags) == [OLD_PROD_TAG, NEW_PROD_TAG]  # no tag for the refused rollback
+
+
+# --- pull requests instead of moves, against a fake GitHub API on loopback ------------------------
+
+TOKEN = "ghp_backport_test"
+# origin is `ssh://github.com/acme/astrago`; this "ssh" runs the git command it is given on the
+# bare repository instead, so fetch, ls-remote and push are real git transfers.
+FAKE_SSH = """#!/bin/sh
+for last; do :; done
+exec sh -c "$(printf '%s' "$last" | sed "s#'/acme/astrago'#'$FAKE_SSH_BARE'#")"
+"""
+
+
+@dataclass
+class FakeGitHub:
+    url: str = ""
+    calls: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    api = FakeGitHub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            api.calls.append((self.command, self.path, dict(self.headers), body))
+            pulls = {
+                "/repos/acme/astrago/pulls": (201, {"number": 9, "html_url": "https://github.com/acme/astrago/pull/9"})
+            }
+            labels = {"/repos/acme/astrago/issues/9/labels": (200, [])}
+            status, payload = {**pulls, **labels}.get(self.path, (404, {"message": "Not Found"}))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    with loopback(Handler) as api.url:
+        yield api
+
+
+def on_github(site: Site, monkeypatch: pytest.MonkeyPatch, api: FakeGitHub) -> dict[str, str]:
+    script = site.root.parent / "fake-ssh"
+    script.write_text(FAKE_SSH)
+    script.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(script))
+    monkeypatch.setenv("GIT_SSH_VARIANT", "simple")
+    monkeypatch.setenv("FAKE_SSH_BARE", str(site.origin))
+    git(site.root, "remote", "set-url", "origin", "ssh://github.com/acme/astrago")
+    return {"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": api.url, "GITHUB_SERVER_URL": "https://github.com"}
+
+
+def test_backport_opens_a_pull_request_into_a_stage_that_wants_one(
+    site: Site, monkeypatch: pytest.MonkeyPatch, fake_github: FakeGitHub
+) -> None:
+    environ = on_github(site, monkeypatch, fake_github)
+    hotfix = site.commit_on("prod", {"hotfix.txt": "fix\n"}, "prod: hotfix")
+    before = site.origin_tips()
+
+    result = back_merge.backport(site.layout, environ=environ)
+
+    stage_merge, dev_merge = result.merges
+    after = site.origin_tips()
+    # stage takes no pull request (promotion.yaml): moved; dev wants one: left where it was.
+    assert after["stage"] == stage_merge.new and ancestor(site.origin, hotfix, after["stage"])
+    assert after["dev"] == before["dev"]
+    assert dev_merge.head_branch == f"backport/dev-{dev_merge.new[:12]}"
+    assert site.origin_tip(dev_merge.head_branch) == dev_merge.new
+    assert dev_merge.pull_request == "https://github.com/acme/astrago/pull/9"
+    assert [(method, path) for method, path, _, _ in fake_github.calls] == [
+        ("POST", "/repos/acme/astrago/pulls"), ("POST", "/repos/acme/astrago/issues/9/labels"),
+    ]  # fmt: skip
+    (_, _, headers, pull), (_, _, _, labels) = fake_github.calls
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in pull.decode() and TOKEN not in labels.decode()
+    request = json.loads(pull)
+    assert (request["base"], request["head"]) == ("dev", dev_merge.head_branch)
+    assert hotfix[:12] in request["body"]
+    assert json.loads(labels) == {"labels": ["backport"]}
+
+
+def test_rollback_opens_a_pull_request_into_prod_and_tags_nothing_yet(
+    site: Site, monkeypatch: pytest.MonkeyPatch, fake_github: FakeGitHub
+) -> None:
+    environ = on_github(site, monkeypatch, fake_github)
+    first, second = promoted_twice(site)
+
+    result = roll.rollback(site.layout, "prod", to=OLD_PROD_TAG, environ=environ)
+
+    assert site.origin_tip("prod") == second and not result.tag
+    assert result.head_branch == f"rollback/prod-{result.commit[:12]}"
+    assert site.origin_tip(result.head_branch) == result.commit
+    assert tree(site.origin, result.commit) == tree(site.origin, first)
+    request = json.loads(fake_github.calls[0][3])
+    assert (request["base"], request["head"], request["title"]) == (
+        "prod", result.head_branch, f"rollback prod to {OLD_PROD_TAG}",
+    )  # fmt: skip
+    assert json.loads(fake_github.calls[1][3]) == {"labels": ["rollback"]}
+    # --no-pr moves prod itself.
+    moved = roll.rollback(site.layout, "prod", to=OLD_PROD_TAG, environ=environ, pull_requests=False)
+    assert site.origin_tip("prod") == moved.commit and moved.tag
 
 
 # --- the tasks through the real `inv` ------------------------------------------------------------
