@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import atomic
-from astrago_deploy.core.errors import AstragoError, GitError, InputError
+from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.git import GitRepo
-from astrago_deploy.core.github import DEFAULT_API, GitHub, github_repository
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
@@ -36,7 +35,7 @@ from astrago_deploy.model import environments, promotion
 from astrago_deploy.model.promotion import Commit, PathState, Stage
 from astrago_deploy.promote import body as promotion_body
 from astrago_deploy.promote import gates as promotion_gates
-from astrago_deploy.promote import refs
+from astrago_deploy.promote import pull_request, refs
 from astrago_deploy.render.diff import render_tree
 from astrago_deploy.toolchain.pinned import PinnedTools
 
@@ -247,36 +246,26 @@ class Promoter:
                 result.gates.patches, full_diff,
             )  # fmt: skip
 
-    def _pull_request_target(self, target: Stage) -> tuple[str, str, str, str]:
-        """(token, API URL, owner, repository) for the pull request `target` takes; refused without."""
-        token = self.environ.get("GITHUB_TOKEN", "")
-        try:
-            remote = self.repo.run("config", "--get", "remote.origin.url").strip()  # as written, before insteadOf
-        except GitError:
-            remote = ""
-        api_url = self.environ.get("GITHUB_API_URL") or DEFAULT_API
-        where = github_repository(remote, api_url, self.environ.get("GITHUB_SERVER_URL")) if remote else None
-        if not token or where is None:
+    def _pull_request_target(self, target: Stage) -> pull_request.PullRequestTarget:
+        """Where the pull request `target` takes goes; refused when none can be opened."""
+        where = pull_request.github_target(self.repo, self.environ)
+        if where is None:
+            missing = "no GITHUB_TOKEN" if not self.environ.get("GITHUB_TOKEN") else "no GitHub origin"
             raise InputError(
                 f"{target.name} takes changes by pull request (environments/promotion.yaml) and there is "
-                f"{'no GITHUB_TOKEN' if not token else 'no GitHub origin'}: set it, or pass --no-pr to "
-                f"fast-forward {target.branch} directly (nothing was changed)"
+                f"{missing}: set it, or pass --no-pr to fast-forward {target.branch} directly (nothing was changed)"
             )
-        return token, api_url, where[0], where[1]
+        return where
 
     def _open_pull_request(self, target: Stage, candidate: str, result: PromoteResult) -> str:
-        token, api_url, owner, name = self._pull_request_target(target)
+        where = self._pull_request_target(target)
         assert result.summary is not None
         branch = f"promote/{target.name}-{candidate[:12]}"
-        existing = self.repo.remote_value("origin", f"refs/heads/{branch}")
-        if existing != candidate:
-            self.repo.push("origin", candidate, f"refs/heads/{branch}", lease=existing)
         shown = str(result.full_diff.relative_to(self.layout.root)) if result.full_diff else ""
-        api = GitHub(token, api_url, Fetcher())
         title = f"Promote {len(result.summary.commits)} commit(s) to {target.name} ({candidate[:12]})"
         labels = ["promotion", f"promote:{target.name}"]
-        pull = api.open_pull_request(owner, name, branch, target.branch, title, result.summary.markdown(shown), labels)
-        return pull.url
+        body = result.summary.markdown(shown)
+        return pull_request.open_pull_request(self.repo, where, branch, candidate, target.branch, title, body, labels)
 
     def _write_json(self, options: PromoteOptions, result: PromoteResult) -> None:
         if options.json_file is not None:

@@ -36,7 +36,8 @@ def github_target(
     if not token:
         return None
     try:
-        remote = repo.run("remote", "get-url", "origin").strip()
+        # As written (before any url.*.insteadOf rewrite): the name that says which repository it is.
+        remote = repo.run("config", "--get", "remote.origin.url").strip()
     except GitError:
         return None
     api_url = environ.get("GITHUB_API_URL") or DEFAULT_API
@@ -62,7 +63,9 @@ def open_pull_request(
     body: str,
     labels: list[str],
 ) -> str:
-    """Push `commit` as the new branch `branch` and open a pull request from it into `base`; its URL."""
-    repo.push("origin", commit, f"refs/heads/{branch}", lease="")
+    """Push `commit` as the new branch `branch` and open a pull request from it into `base`; its URL.
+    A branch origin already holds at `commit` (a rerun) is not pushed again."""
+    if repo.remote_value("origin", f"refs/heads/{branch}") != commit:
+        repo.push("origin", commit, f"refs/heads/{branch}", lease="")
     pull = target.api.open_pull_request(target.owner, target.name, branch, base, title, clipped(body), labels)
     return pull.url

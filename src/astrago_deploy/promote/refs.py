@@ -95,10 +95,11 @@ def journal_ref(stage: Stage) -> str:
 def finish(repo: GitRepo, stage: Stage, tip: str, remote: bool, message: str) -> str:
     """Tag the stage's untagged tip when a promotion is known to have brought it there: the
     journal of a local promotion killed between its move and its tag, or (with origin) the
-    merged pull request branch `promote/<stage>-<shortsha>` at the tip. The tag's name, or ""."""
+    merged pull request branch `promote/<stage>-<shortsha>` (or `rollback/...`) at the tip. The tag's name, or ""."""
     if remote:
-        if repo.remote_value("origin", f"refs/heads/promote/{stage.name}-{tip[:12]}") == tip:
-            return tag_existing(repo, stage, tip, message, remote)
+        for kind in ("promote", "rollback"):
+            if repo.remote_value("origin", f"refs/heads/{kind}/{stage.name}-{tip[:12]}") == tip:
+                return tag_existing(repo, stage, tip, message, remote)
         return ""
     journal = journal_ref(stage)
     tag_object = repo.ref_value(journal)

@@ -7,6 +7,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from astrago_deploy.cli import layout_of, say, user_errors
+from astrago_deploy.tasks import env_backport
 
 
 @task(name="list")
@@ -123,4 +124,4 @@ def promote(
         say(f"promoted {target}: {result.old[:12]} -> {result.candidate[:12]}, tagged {result.tag}")
 
 
-ns = Collection("env", list_, init, status, promote)
+ns = Collection("env", list_, init, status, promote, env_backport.backport, env_backport.rollback)
