@@ -393,3 +393,90 @@ def test_charts_sync_killed_at_random_moments_leaves_each_chart_old_or_new_and_t
     assert verify.returncode == 0, verify.output
     assert layout.lock_file.read_bytes() == lock
     assert temporary_leftovers(root) == []
+
+
+# --- env.promote ---------------------------------------------------------------------------------
+
+PROMOTE_KILLS = 10
+PROMOTE = ["env.promote", "stage", "--no-pr"]
+
+
+def ls_remote(root: Path, *patterns: str) -> dict[str, str]:
+    out = git(root, "ls-remote", "origin", *patterns)
+    return {name: oid for oid, name in (line.split("\t") for line in out.splitlines())}
+
+
+def new_dev_commit(root: Path, n: int) -> str:
+    """A commit on origin's dev (made in a side worktree, so the checkout stays as it is)."""
+    work = root.parent / f"dev-edit-{n}"
+    git(root, "fetch", "-q", "origin")
+    git(root, "worktree", "add", "-q", "--detach", str(work), "origin/dev")
+    with (work / "environments" / "stage" / "values.yaml").open("a", encoding="utf-8") as handle:
+        handle.write(f"# change {n}\n")
+    git(work, "commit", "-qam", f"dev: change {n}")
+    sha = git(work, "rev-parse", "HEAD").strip()
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/dev")
+    git(root, "worktree", "remove", "--force", str(work))
+    return sha
+
+
+def assert_promotion_all_or_nothing(root: Path, old: str, candidate: str) -> str:
+    """origin's stage is where it was or at the candidate, with its tag exactly when it moved;
+    no local promotion tag that origin lacks; containment holds. What stage holds now."""
+    remote = ls_remote(root, "refs/heads/*", "refs/tags/stage/*")
+    stage = remote["refs/heads/stage"]
+    assert stage in (old, candidate), f"origin's stage is at {stage}, neither {old} nor {candidate}"
+    tagged = {name for name, oid in remote.items() if name.endswith("^{}") and oid == candidate}
+    assert bool(tagged) == (stage == candidate), f"stage at {stage[:12]}, tags at the candidate: {tagged}"
+    local = git(root, "for-each-ref", "--format=%(refname)", "refs/tags/stage/").split()
+    assert set(local) <= set(remote), f"local promotion tags origin lacks: {set(local) - set(remote)}"
+    for later, earlier in (("stage", "dev"), ("prod", "stage")):
+        git(root, "merge-base", "--is-ancestor", remote[f"refs/heads/{later}"], remote[f"refs/heads/{earlier}"])
+    return stage
+
+
+@pytest.mark.timeout(1500)
+def test_env_promote_killed_at_random_moments_leaves_the_promotion_complete_or_absent(
+    gpu_project: RepoLayout, kill_rng: random.Random, tmp_path: Path
+) -> None:
+    root = gpu_project.root
+    shutil.rmtree(root / "patches" / "harbor")  # harbor is off here: its patches would be stale
+    git(root, "commit", "-qam", "no harbor patches")
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(root, "remote", "add", "origin", str(bare))
+    for stage in ("dev", "stage", "prod"):
+        git(root, "push", "-q", "origin", f"HEAD:refs/heads/{stage}")
+    start = git(root, "rev-parse", "HEAD").strip()
+    runner = Runner(root, tmp_path / "logs", PROMOTE)
+    changes = 0
+
+    changes += 1
+    candidate = new_dev_commit(root, changes)
+    calibration = runner.run()
+    assert calibration.returncode == 0, calibration.output
+    old = assert_promotion_all_or_nothing(root, start, candidate)
+    assert old == candidate
+    campaign = Campaign(kill_rng, PROMOTE_KILLS, calibration.seconds)
+    print(f"a complete promotion took {calibration.seconds:.1f}s")
+
+    for moment in campaign.moments():
+        if ls_remote(root, "refs/heads/stage")["refs/heads/stage"] == candidate:
+            old = candidate
+            changes += 1
+            candidate = new_dev_commit(root, changes)  # something to promote again
+        print(f"kill at {moment:.2f}s")
+        run = runner.run(kill_at=moment)
+        campaign.record(run)
+        if not run.killed:
+            assert run.returncode == 0, run.output
+        assert_promotion_all_or_nothing(root, old, candidate)
+        assert git(root, "rev-parse", "HEAD").strip() == start  # the checkout never moves
+        assert_fsck_clean(root)
+
+    final = runner.run()
+    assert final.returncode == 0, final.output
+    assert assert_promotion_all_or_nothing(root, old, candidate) == candidate
+    assert registered_worktrees(root) == [str(root)]
+    assert temporary_leftovers(root) == []
+    assert_fsck_clean(root)

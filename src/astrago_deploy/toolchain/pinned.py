@@ -179,7 +179,9 @@ def run_tmp_dir(parent: Path) -> Path:
     """This process's TMPDIR for the tools, a marked folder under `parent`, made on first use and
     removed at exit. helmfile, helm and chartify leave their temporary folders behind when they
     are killed; in a folder of its own the next sync or upgrade can tell (by the marker) that
-    its run is gone and prune it, while the folders of running tasks stay."""
+    its run is gone and prune it, while the folders of running tasks stay. A worktree that reaches
+    the checkout's `.tools` through a link shares its folder (the link is gone at exit)."""
+    parent = parent.resolve()
     key = (parent, os.getpid())
     with _RUN_TMP_LOCK:
         folder = _RUN_TMP.get(key)
