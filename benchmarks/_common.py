@@ -16,6 +16,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import make_project  # noqa: E402 - the same scratch copy the tests use
 
+# The git identity the benchmarks commit with.
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+}
+
 
 def mirror() -> str:
     found = os.environ.get("CHARTS_MIRROR") or str(ROOT.parent / "shared" / "upstream")

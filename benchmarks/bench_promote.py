@@ -12,19 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import mirror, scratch_project
+from _common import IDENTITY, mirror, scratch_project
 
 from astrago_deploy.charts.vendor import ChartVendor
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher, Mirror
 from astrago_deploy.promote.promoter import PromoteOptions, Promoter
-
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-}
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -168,6 +168,17 @@ def fetch(repo: GitRepo, path: PromotionPath) -> None:
     repo.run("fetch", "--quiet", "--no-tags", "origin", "refs/tags/*:refs/tags/*")
 
 
+def refresh(repo: GitRepo, path: PromotionPath, fetch_origin: bool = True) -> bool:
+    """Make the stage refs current before deciding anything: refuse a shallow clone, fetch
+    origin's stage branches and tags when origin exists (and `fetch_origin`). Whether the stage
+    branches are then read from origin."""
+    check_not_shallow(repo)
+    remote = has_origin(repo)
+    if remote and fetch_origin:
+        fetch(repo, path)
+    return remote
+
+
 @dataclass(frozen=True)
 class Commit:
     sha: str

@@ -209,10 +209,7 @@ def backport(
     prune_leftovers(layout)  # what a killed run left in .cache/worktrees
     path = promotion.load(layout)
     repo = GitRepo(layout.root)
-    promotion.check_not_shallow(repo)
-    remote = promotion.has_origin(repo)
-    if remote:
-        promotion.fetch(repo, path)
+    remote = promotion.refresh(repo, path)
     state = promotion.read_state(repo, path, remote)
     missing = [s.ref.removeprefix("refs/") for s in state.stages.values() if not s.exists]
     if missing:

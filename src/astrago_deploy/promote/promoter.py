@@ -130,10 +130,7 @@ class Promoter:
         self.path = promotion.load(layout)
 
     def state(self, fetch: bool) -> PathState:
-        promotion.check_not_shallow(self.repo)
-        remote = promotion.has_origin(self.repo)
-        if remote and fetch:
-            promotion.fetch(self.repo, self.path)
+        remote = promotion.refresh(self.repo, self.path, fetch)
         return promotion.read_state(self.repo, self.path, remote)
 
     def run(self, options: PromoteOptions) -> PromoteResult:

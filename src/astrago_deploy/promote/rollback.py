@@ -107,10 +107,7 @@ def rollback(
     path = promotion.load(layout)
     stage = rollback_stage(layout, path, env)
     repo = GitRepo(layout.root)
-    promotion.check_not_shallow(repo)
-    remote = promotion.has_origin(repo)
-    if remote:
-        promotion.fetch(repo, path)
+    remote = promotion.refresh(repo, path)
     branch = promotion.branch_ref(repo, stage, remote)
     tip = repo.ref_value(branch)
     if not tip:

@@ -65,10 +65,7 @@ def status(ctx: Context, json_: bool = False, fetch: bool = False) -> None:
     layout = layout_of(ctx)
     repo = GitRepo(layout.root)
     path = promotion.load(layout)
-    promotion.check_not_shallow(repo)
-    if fetch and promotion.has_origin(repo):
-        promotion.fetch(repo, path)
-    state = promotion.read_state(repo, path)
+    state = promotion.read_state(repo, path, promotion.refresh(repo, path, fetch))
     if json_:
         say(json.dumps(state.as_json(), indent=2))
         return
