@@ -94,6 +94,6 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures: sync, render vs plain helmfile, a whole upgrade, a promotion, registry vs skopeo."""
+    """Benchmarks that print figures: sync, render vs helmfile, a whole upgrade, a promotion, registry vs skopeo."""
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run(PYTHON, str(script), *session.posargs)

@@ -363,13 +363,49 @@ class GitRepo:
         markers.mark(folder, purpose)
         path = folder / "tree"
         try:
-            self.run("worktree", "add", "--quiet", "--detach", str(path), commit)
+            self.add_worktree(path, commit)
             yield path
         finally:
             self.remove_worktree(path)
             # Renamed aside before it is deleted: killed part-way, the folder is never left
             # without its marker (and so out of prune_leftovers' reach).
             atomic.remove_dir(folder)
+
+    def add_worktree(self, path: Path, commit: str) -> None:
+        """`git worktree add --detach PATH COMMIT`, registered by one rename.
+
+        `git worktree add` writes its administrative folder file by file, with a null HEAD until
+        a second git process sets it: killed in between, it leaves a registration that `git
+        fsck` reports as an error ("detached HEAD points at nothing"). Here the folder is
+        written complete beside the worktree (inside the caller's marked folder, so a leftover
+        goes with it) and renamed into `worktrees/`; a registered worktree always has its HEAD,
+        and the checkout that follows fills it. Where the rename cannot be done (the folder on
+        another file system than the repository), git's own command is used."""
+        oid = self.resolve(commit)
+        common = Path(self.run("rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+        registrations = common / "worktrees"
+        registrations.mkdir(exist_ok=True)
+        admin = registrations / f"{path.parent.name}-{path.name}"
+        staging = path.parent / f".{path.name}.registration"
+        staging.mkdir()
+        (staging / "HEAD").write_text(oid + "\n", encoding="utf-8")
+        (staging / "commondir").write_text("../..\n", encoding="utf-8")
+        (staging / "gitdir").write_text(f"{path / '.git'}\n", encoding="utf-8")
+        path.mkdir()
+        (path / ".git").write_text(f"gitdir: {admin}\n", encoding="utf-8")
+        try:
+            os.rename(staging, admin)
+        except OSError:
+            (path / ".git").unlink()
+            path.rmdir()
+            atomic.remove_dir(staging)
+            self.run("worktree", "add", "--quiet", "--detach", str(path), oid)
+            return
+        worktree = GitRepo(path, self.timeout)
+        try:
+            worktree.run("reset", "--hard", "--quiet", oid)
+        finally:
+            worktree.close()
 
     def worktrees(self) -> list[Path]:
         """The paths of every worktree registered in this repository, the main one first."""
