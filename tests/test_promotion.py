@@ -398,3 +398,86 @@ def test_a_stage_that_takes_pull_requests_gets_one_from_a_promote_branch(
         assert call.headers["Authorization"] == f"Bearer {TOKEN}"
         assert TOKEN not in call.path and TOKEN.encode() not in call.body
     assert TOKEN not in done.stdout + done.stderr
+
+
+# --- env.branches -------------------------------------------------------------------------------
+
+
+def local_branches(layout: RepoLayout) -> dict[str, str]:
+    out = git(layout.root, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_branches_creates_the_missing_stage_branches_on_origin_and_locally_and_never_moves_one(
+    tmp_path: Path, synced_project: RepoLayout
+) -> None:
+    layout = synced_project
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(layout.root, "remote", "add", "origin", str(bare))
+    head = git(layout.root, "rev-parse", "HEAD").strip()
+
+    dry = inv(layout.root, "env.branches", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing was created" in dry.stdout and on_origin(layout, "refs/heads/dev") == ""
+
+    done = inv(layout.root, "env.branches")
+    assert done.returncode == 0, done.stderr
+    for stage in STAGES:
+        assert on_origin(layout, f"refs/heads/{stage}") == head
+        assert local_branches(layout)[stage] == head
+        assert f"{stage:16} created at {head[:12]} (local and origin)" in done.stdout
+        upstream = git(layout.root, "rev-parse", "--abbrev-ref", f"{stage}@{{upstream}}").strip()
+        assert upstream == f"origin/{stage}"
+    assert promotion.stage_branches_exist(GitRepo(layout.root), promotion.load(layout))
+
+    # A later run creates nothing and moves nothing, even --at another commit.
+    later = commit_on(layout, "dev", "environments/dev/values.yaml", "# a dev change\n", "dev: a change")
+    again = inv(layout.root, "env.branches", "--at", later)
+    assert again.returncode == 0, again.stderr
+    assert "every stage branch exists: nothing to create" in again.stdout
+    assert [on_origin(layout, f"refs/heads/{s}") for s in STAGES] == [later, head, head]
+    assert local_branches(layout)["prod"] == head
+
+
+def test_branches_copies_a_one_sided_branch_and_refuses_a_commit_that_breaks_containment(
+    tmp_path: Path, synced_project: RepoLayout
+) -> None:
+    layout = synced_project
+    root = layout.root
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(root, "remote", "add", "origin", str(bare))
+    first = git(root, "rev-parse", "HEAD").strip()
+    git(root, "push", "-q", "origin", "HEAD:refs/heads/dev")  # origin has dev only
+    (root / "environments/dev/values.yaml").open("a", encoding="utf-8").write("# not on dev\n")
+    git(root, "commit", "-q", "-am", "main: not on dev")
+    head = git(root, "rev-parse", "HEAD").strip()
+
+    # stage and prod at HEAD would not be contained in dev: refused, nothing created anywhere.
+    refused = one_line_error(inv(root, "env.branches"))
+    assert f"would break containment: stage ({head[:12]}) must be contained in dev ({first[:12]})" in refused
+    assert "nothing was created" in refused
+    assert on_origin(layout, "refs/heads/stage") == "" and "dev" not in local_branches(layout)
+
+    # At dev's commit: the local dev copies origin's, stage and prod are created at it.
+    done = inv(root, "env.branches", "--at", first)
+    assert done.returncode == 0, done.stderr
+    assert f"dev              created at {first[:12]} (local)" in done.stdout
+    assert f"stage            created at {first[:12]} (local and origin)" in done.stdout
+    assert {s: local_branches(layout)[s] for s in STAGES} == dict.fromkeys(STAGES, first)
+    assert [on_origin(layout, f"refs/heads/{s}") for s in STAGES] == [first] * 3
+
+    assert "is not a commit" in one_line_error(inv(root, "env.branches", "--at", "no-such-ref"))
+
+
+def test_branches_without_an_origin_creates_local_branches_only(synced_project: RepoLayout) -> None:
+    layout = synced_project
+    head = git(layout.root, "rev-parse", "HEAD").strip()
+    done = inv(layout.root, "env.branches")
+    assert done.returncode == 0, done.stderr
+    assert f"prod             created at {head[:12]} (local)" in done.stdout
+    assert {s: local_branches(layout)[s] for s in STAGES} == dict.fromkeys(STAGES, head)
+    status = inv(layout.root, "env.status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["containment"] is True

@@ -189,7 +189,7 @@ def _check_unmoved(repo: GitRepo, merges: list[BackMerge], remote: bool) -> None
             where = "origin's " if remote else ""
             raise InputError(
                 f"{where}{merge.target.branch} moved since it was read ({merge.old[:12]} -> {found[:12] or 'absent'}), "
-                "a concurrent change: run inv env.backport again; nothing was changed"
+                "a concurrent change: run `inv env.backport` again; nothing was changed"
             )
 
 
@@ -213,7 +213,7 @@ def backport(
     state = promotion.read_state(repo, path, remote)
     missing = [s.ref.removeprefix("refs/") for s in state.stages.values() if not s.exists]
     if missing:
-        raise InputError(f"stage branch(es) missing: {', '.join(missing)}; inv env.branches creates them")
+        raise InputError(f"stage branch(es) missing: {', '.join(missing)} (create them with `inv env.branches`)")
     tips = {name: s.tip.sha for name, s in state.stages.items() if s.tip is not None}
     result = BackportResult(remote, dry_run, plan(repo, layout, path, tips))
     if dry_run or result.nothing_to_do:

@@ -111,7 +111,8 @@ def rollback(
     branch = promotion.branch_ref(repo, stage, remote)
     tip = repo.ref_value(branch)
     if not tip:
-        raise InputError(f"{branch.removeprefix('refs/')} does not exist; inv env.branches creates the stage branches")
+        name = branch.removeprefix("refs/")
+        raise InputError(f"{name} does not exist (create the stage branches with `inv env.branches`)")
     if to is None:
         tag = default_target(repo, stage, tip)
         target, label = tag.commit, tag.name
@@ -140,7 +141,7 @@ def rollback(
     if target_pr is not None and stage.pull_request:
         result.head_branch = f"rollback/{stage.name}-{commit[:12]}"
         body = (f"Rolls `{stage.branch}` back to the tree of `{label}` (`{target}`) with one new commit "
-                f"(`inv env.rollback`); nothing is rewritten.\n\n{ROLLBACK_TRAILER}: {target}\n")  # fmt: skip
+                f"made by `inv env.rollback`; nothing is rewritten.\n\n{ROLLBACK_TRAILER}: {target}\n")  # fmt: skip
         result.pull_request = pull_request.open_pull_request(
             repo, target_pr, result.head_branch, commit, stage.branch, subject, body, LABELS
         )

@@ -121,4 +121,28 @@ def promote(
         say(f"promoted {target}: {result.old[:12]} -> {result.candidate[:12]}, tagged {result.tag}")
 
 
-ns = Collection("env", list_, init, status, promote, env_backport.backport, env_backport.rollback)
+@task(
+    help={
+        "at": "Commit to create missing stage branches at (default: HEAD)",
+        "dry_run": "Print what would be created; create nothing",
+    }
+)
+@user_errors
+def branches(ctx: Context, at: str = "HEAD", dry_run: bool = False) -> None:
+    """Create missing stage branches (local and origin) at --at (default HEAD); never moves an existing one."""
+    from astrago_deploy.core.git import GitRepo
+    from astrago_deploy.model import promotion
+    from astrago_deploy.promote import branches as stage_branches
+
+    layout = layout_of(ctx)
+    repo = GitRepo(layout.root)
+    plans, remote = stage_branches.create(repo, promotion.load(layout), at, dry_run)
+    for plan in plans:
+        say(plan.describe(remote))
+    if dry_run:
+        say("dry run: nothing was created")
+    elif not any(p.create_local or p.create_origin for p in plans):
+        say("every stage branch exists: nothing to create")
+
+
+ns = Collection("env", list_, init, status, promote, branches, env_backport.backport, env_backport.rollback)
