@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"render"},
     {"images"},
     {"patches", "validate"},
-    {"lint", "upgrade", "deploy", "promote"},
+    {"lint", "upgrade", "deploy", "promote", "bundle"},
     {"cli"},
     {"tasks"},
 ]
