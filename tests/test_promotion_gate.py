@@ -1,11 +1,14 @@
 """The promotion gate CI runs on pull requests (`promote/gate.py`, `nox -s promotion`), against
 real git: a bare origin with dev, stage and prod, a clone the gate reads, another clone where
-people commit and push."""
+people commit and push. Once through the real nox, as CI runs it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.promote import gate
-from tests.conftest import git
+from tests.conftest import PROJECT, git
 from tests.test_promotion_backport import Site, make_site
 
 
@@ -146,3 +149,19 @@ def test_github_actions_environment_gives_the_pull_request_or_the_pushed_branch(
     with pytest.raises(InputError, match=r"^no pull request or branch push to check: give BASE HEAD"):
         gate.ci_event({"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/tags/v1"})
 
+
+def test_nox_session_promotion_refuses_a_dev_only_commit_into_prod(site: Site) -> None:
+    """The session as CI runs it: the real nox on a checkout's noxfile, BASE HEAD as arguments."""
+    head = site.commit_on("dev", {"a.txt": "a\n"}, "dev: not yet on stage")
+    git(site.root, "fetch", "-q", "origin")
+    shutil.copy2(PROJECT / "noxfile.py", site.root / "noxfile.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "-f", str(site.root / "noxfile.py"), "-s", "promotion", "--", "prod", head],
+        cwd=site.root, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stderr
+    assert f"{head[:12]} is not on stage (origin/stage): a change reaches prod only from stage" in done.stderr
+    assert "`inv env.promote prod`" in done.stderr
+    assert "Session promotion aborted: pull request into prod refused: it is not a promotion along the path" in (
+        done.stderr
+    )
