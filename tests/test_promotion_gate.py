@@ -119,9 +119,13 @@ def test_the_rules_come_from_the_target_branch_not_from_the_pull_request(site: S
     assert not result.ok and "a change reaches stage only from dev" in result.messages[0]
 
 
-def test_an_unknown_head_or_a_missing_stage_branch_is_an_error_saying_to_fetch(site: Site) -> None:
+def test_an_unknown_head_a_shallow_clone_or_a_missing_stage_branch_is_an_error_saying_to_fetch(site: Site) -> None:
     with pytest.raises(InputError, match=r"^the head 'f00d' is not a commit in .*: fetch it \(actions/checkout"):
         check(site, "stage", "f00d")
+    shallow = site.root.parent / "shallow"
+    git(site.root.parent, "clone", "-q", "--depth", "1", "--no-single-branch", f"file://{site.origin}", str(shallow))
+    with pytest.raises(InputError, match=r"^this clone is shallow, .*run `git fetch --unshallow`"):
+        gate.check(GitRepo(shallow), site.layout, "stage", "origin/dev")
     git(site.root, "update-ref", "-d", "refs/remotes/origin/dev")
     git(site.root, "branch", "-q", "-D", "dev")
     repo = GitRepo(site.root)
