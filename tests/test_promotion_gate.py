@@ -1,6 +1,6 @@
 """The promotion gate CI runs on pull requests (`promote/gate.py`, `nox -s promotion`), against
 real git: a bare origin with dev, stage and prod, a clone the gate reads, another clone where
-people commit and push. Once through the real nox, as CI runs it."""
+people commit and push. Through the real nox as CI runs it: BASE HEAD, and a push event."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.git import GitRepo
+from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.promote import gate
 from tests.conftest import PROJECT, git
 from tests.test_promotion_backport import Site, make_site
@@ -169,3 +170,20 @@ def test_nox_session_promotion_refuses_a_dev_only_commit_into_prod(site: Site) -
     assert "Session promotion aborted: pull request into prod refused: it is not a promotion along the path" in (
         done.stderr
     )
+
+
+def test_nox_session_promotion_on_a_push_to_stage_renders_and_validates_stage(synced_project: RepoLayout) -> None:
+    """A push event from GitHub Actions' environment, on a checkout with vendored charts."""
+    root = synced_project.root
+    for entry in ("noxfile.py", "tasks.py"):
+        shutil.copy2(PROJECT / entry, root / entry)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "ASTRAGO_"))}
+    environ |= {"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/heads/stage"}
+    done = subprocess.run(
+        [sys.executable, "-m", "nox", "-f", str(root / "noxfile.py"), "-s", "promotion"],
+        cwd=root, env=environ, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "render --env stage\n" in done.stderr and "validate --env stage\n" in done.stderr
+    assert "validated stage: 0 error(s)" in done.stdout + done.stderr
+    assert sorted(p.name for p in synced_project.rendered_dir.iterdir()) == ["stage"]
