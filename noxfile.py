@@ -15,9 +15,11 @@ from pathlib import Path
 import nox
 
 from astrago_deploy.core.errors import AstragoError
+from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.lint import checks
 from astrago_deploy.model import environments
+from astrago_deploy.promote import gate
 
 ROOT = Path(__file__).resolve().parent
 PYTHON = sys.executable  # the .venv nox runs from: tools and the package are there
@@ -90,6 +92,34 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (pytest; arguments after -- go to pytest), naming the 15 slowest tests."""
     # The slowest tests are named so a CI run shows where its minutes went.
     session.run(PYTHON, "-m", "pytest", *(session.posargs or ["-q", "--durations=15"]))
+
+
+@nox.session(default=False)
+def promotion(session: nox.Session) -> None:
+    """Promotion gate: a pull request (`-- BASE HEAD`, or GitHub's) must promote; a pushed stage renders, validates."""
+    layout = RepoLayout.at(ROOT)
+    try:
+        if len(session.posargs) not in (0, 2):
+            raise AstragoError("usage: nox -s promotion [-- BASE HEAD] (without them, from GitHub Actions' event)")
+        event = gate.PullRequest(*session.posargs) if session.posargs else gate.ci_event(os.environ)
+        if isinstance(event, gate.PullRequest):
+            result = gate.check(GitRepo(ROOT), layout, event.base, event.head)
+        else:
+            envs = gate.deployed_by_branch(layout, event.branch)
+    except AstragoError as exc:
+        session.error(str(exc))
+    if isinstance(event, gate.PullRequest):
+        for message in result.messages:
+            (session.log if result.ok else session.warn)(message)
+        if not result.ok:
+            session.error(f"pull request into {result.base} refused: it is not a promotion along the path")
+        return
+    if not envs:
+        session.log(f"{event.branch} is not a stage branch: nothing to render")
+        return
+    flags = [flag for env in envs for flag in ("--env", env)]
+    session.run(*INV, "render", *flags)
+    session.run(*INV, "validate", *flags)
 
 
 @nox.session

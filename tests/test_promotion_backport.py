@@ -135,6 +135,12 @@ def identity(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    return make_site(tmp_path, monkeypatch)
+
+
+def make_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """A checkout with one commit on main, dev, stage and prod; a bare origin holding the four
+    branches (the checkout's remote) and a second clone of it to commit and push from."""
     identity(monkeypatch, tmp_path)
     layout = make_project(tmp_path / "work")
     (layout.root / "notes.txt").write_text("one\n")

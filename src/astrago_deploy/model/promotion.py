@@ -91,6 +91,13 @@ class PromotionPath:
             return self.last
         return self.stage(env.name)
 
+    def deployed_by(self, layout: RepoLayout, stage: Stage) -> list[str]:
+        """The environments `stage`'s branch deploys: its own, and every customer site when it is the last."""
+        names = [stage.name]
+        if stage == self.last:
+            names += [e.name for e in environments.discover(layout) if e.customer]
+        return names
+
 
 def parse(text: str | bytes, source: str = PROMOTION_FILE, known: frozenset[str] | None = None) -> PromotionPath:
     """The path a promotion file declares; a `ConfigError` naming the file and what is wrong."""

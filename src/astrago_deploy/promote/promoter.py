@@ -90,14 +90,6 @@ def resolve_strict(repo: GitRepo, ref: str) -> str:
     return result.stdout.strip()
 
 
-def target_envs(layout: RepoLayout, path: promotion.PromotionPath, stage: Stage) -> list[str]:
-    """What the stage deploys: its environment, and every customer site when it is the last."""
-    names = [stage.name]
-    if stage == path.last:
-        names += [e.name for e in environments.discover(layout) if e.customer]
-    return names
-
-
 def tag_message(target: str, commits: list[Commit], charts: Mapping[str, str]) -> str:
     lines = [f"promote {target}: {len(commits)} commit(s)", ""]
     lines += [f"- {c.sha[:12]} {c.subject}" for c in commits[-50:]]
@@ -217,7 +209,7 @@ class Promoter:
             self.repo.temp_worktree(old, worktrees, f"env.promote {target.name} base {old[:12]}") as old_path,
         ):
             new_tree, old_tree = RepoLayout.at(new_path), RepoLayout.at(old_path)
-            envs = target_envs(new_tree, self.path, target)
+            envs = self.path.deployed_by(new_tree, target)
             t = time.monotonic()
             promotion_gates.prepare(self.layout, new_tree, fetcher)
             result.timings["prepare"] = time.monotonic() - t
@@ -230,7 +222,7 @@ class Promoter:
             old_render: Path | None = None
             try:
                 promotion_gates.prepare(self.layout, old_tree, fetcher)
-                old_envs = target_envs(old_tree, self.path, target)
+                old_envs = self.path.deployed_by(old_tree, target)
                 render_tree(old_tree, tools, old_tree.rendered_dir, old_envs)
                 old_render = old_tree.rendered_dir
             except AstragoError as exc:  # the diff then shows everything as added, and says why
