@@ -971,6 +971,27 @@ def test_the_upgrade_opens_a_labelled_pull_request(
     assert git(root, "status", "--porcelain") == ""
 
 
+def test_the_pull_request_targets_the_first_stage_branch_once_the_stage_branches_exist(
+    synced_project: RepoLayout, mirror: Path, fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    root = synced_project.root
+    bare = with_github_origin(synced_project, tmp_path)
+    for stage in ("dev", "stage", "prod"):
+        git(root, "push", "-q", str(bare), f"HEAD:refs/heads/{stage}")
+    git(root, "fetch", "-q", str(bare), "+refs/heads/*:refs/remotes/origin/*")  # origin's URL is not fetchable
+
+    done = inv(
+        root, "charts.upgrade", "csi-driver-nfs", CHARTS_MIRROR=str(mirror), GITHUB_TOKEN=TOKEN,
+        GITHUB_API_URL=fake_github.url, GITHUB_SERVER_URL="https://github.com",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    pulls = fake_github.calls[0]
+    assert (pulls.path, pulls.json()["head"], pulls.json()["base"]) == (
+        "/repos/acme/astrago/pulls", "chart/csi-driver-nfs-4.13.4", "dev",
+    )
+
+
 def test_a_github_enterprise_remote_gets_its_pull_request(
     synced_project: RepoLayout, mirror: Path, fake_github: FakeGitHub, tmp_path: Path
 ) -> None:

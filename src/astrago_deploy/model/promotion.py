@@ -380,18 +380,20 @@ def stage_for_branch(path: PromotionPath, branch: str) -> Stage | None:
     return path.by_branch(branch.removeprefix("refs/heads/"))
 
 
-def deployable(repo: GitRepo, path: PromotionPath, stage: Stage, commit: str) -> str:
-    """Why `commit` may be deployed from `stage` ("" when it may not): it is the stage
-    branch's tip (origin's where there is one) or carries one of the stage's promotion tags."""
-    for ref in dict.fromkeys([branch_ref(repo, stage, has_origin(repo)), stage.ref]):
-        if repo.ref_value(ref) == commit:
-            return f"the tip of {ref.removeprefix('refs/')}"
+def deployable(repo: GitRepo, stage: Stage, commit: str, remote: bool | None = None) -> str:
+    """Why `commit` may be deployed from `stage` ("" when it may not): it is the stage branch's
+    tip, origin's where there is one (a local branch can hold commits origin never took), or it
+    carries one of the stage's promotion tags (created locally only after origin took them)."""
+    ref = branch_ref(repo, stage, has_origin(repo) if remote is None else remote)
+    if repo.ref_value(ref) == commit:
+        return f"the tip of {ref.removeprefix('refs/remotes/').removeprefix('refs/heads/')}"
     tags = tags_at(repo, stage.name, commit)
     if tags:
         return f"promotion tag {tags[-1].name}"
     return ""
 
 
-def stage_branches_exist(repo: GitRepo, path: PromotionPath) -> bool:
-    remote = has_origin(repo)
-    return all(repo.ref_value(branch_ref(repo, s, remote)) or repo.ref_value(s.ref) for s in path.stages)
+def stage_branches_exist(repo: GitRepo, path: PromotionPath, remote: bool | None = None) -> bool:
+    """Whether every stage branch exists where it is read: on origin where there is one, else locally."""
+    remote = has_origin(repo) if remote is None else remote
+    return all(repo.ref_value(branch_ref(repo, s, remote)) for s in path.stages)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke.context import Context
 from invoke.tasks import task
 
-from astrago_deploy.cli import layout_of, say, user_errors
+from astrago_deploy.cli import layout_of, say, user_errors, warn
 from astrago_deploy.core.errors import InputError
 
 SELECT_HELP = {
@@ -16,14 +16,18 @@ SELECT_HELP = {
 }
 
 
-def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool) -> None:
+def _run(
+    ctx: Context, env: str, action: str, tier: str | None, app: str | None, dry_run: bool, allow_ref: bool = False
+) -> None:
     from astrago_deploy.core.locks import charts_lock
     from astrago_deploy.deploy import deployer as deploying
 
     layout = layout_of(ctx)
     # One shared hold from charts.verify to the end of helmfile: no sync swaps a chart in between.
     with charts_lock(layout).shared(f"helmfile {action}"):
-        plan = deploying.plan(layout, env, action, tier, app)
+        plan = deploying.plan(layout, env, action, tier, app, allow_ref=allow_ref)
+        if plan.checkout is not None:
+            (warn if plan.checkout.overridden else say)(plan.checkout.line)
         context = f"context {plan.context}{', ' + plan.selector if plan.selector else ''}"
         say(f"{action} {env} ({context}): {plan.describe()}")
         if dry_run:
@@ -33,13 +37,25 @@ def _run(ctx: Context, env: str, action: str, tier: str | None, app: str | None,
     say(f"{action} {env}: done; full output in {result.log}")
 
 
-@task(help={**SELECT_HELP, "sync": "Use `helmfile sync` (no helm-diff plugin needed) instead of `helmfile apply`"})
+@task(
+    help={
+        **SELECT_HELP,
+        "sync": "Use `helmfile sync` (no helm-diff plugin needed) instead of `helmfile apply`",
+        "allow_ref": "Deploy HEAD even when it is not the stage branch's tip nor promoted there (with a warning)",
+    }
+)
 @user_errors
 def deploy(
-    ctx: Context, env: str, tier: str | None = None, app: str | None = None, dry_run: bool = False, sync: bool = False
+    ctx: Context,
+    env: str,
+    tier: str | None = None,
+    app: str | None = None,
+    dry_run: bool = False,
+    sync: bool = False,
+    allow_ref: bool = False,
 ) -> None:
-    """Deploy an environment with helmfile apply after charts.verify and a kube-context check (log: .cache/logs)."""
-    _run(ctx, env, "sync" if sync else "apply", tier, app, dry_run)
+    """Deploy an environment with helmfile apply after the checkout, charts.verify and kube-context checks."""
+    _run(ctx, env, "sync" if sync else "apply", tier, app, dry_run, allow_ref)
 
 
 @task(help={**SELECT_HELP, "yes": "Confirm: destroy really uninstalls the selected releases"})

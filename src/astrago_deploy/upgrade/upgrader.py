@@ -7,7 +7,8 @@ failure or an interrupt leaves no branch at all, and a killed run's marked workt
 by the next sync or upgrade. Vendored charts never enter git. Steps: refuse a dirty tree;
 resolve the target; render every environment before; vendor the new version (sync's rules)
 and edit the lock; drop the old vendored folder; check every patch; render every environment
-after; write the report; commit; create the branch; optionally push and open a pull request.
+after; write the report; commit; create the branch; optionally push and open a pull request
+(into the first stage's branch once the stage branches exist, as every change enters the path there).
 This module runs the steps in order; each lives in its own module (`plan`, `prepare`, `vendor`,
 `analyze`, `report`, `commit`, `publish`).
 """
@@ -31,6 +32,7 @@ from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.core.leftovers import prune_leftovers
+from astrago_deploy.model import promotion
 from astrago_deploy.model.environments import Environment
 from astrago_deploy.toolchain.pinned import PinnedTools
 from astrago_deploy.upgrade import analyze
@@ -95,7 +97,7 @@ class Upgrader:
             return None
         chart, target, branch = plan.chart, plan.target, plan.branch
         start = self.repo.resolve("HEAD")
-        base_branch = self.repo.current_branch()
+        base_branch = self.pull_request_base()
         ref = f"refs/heads/{branch}"
         if not options.dry_run and (tip := self.repo.ref_value(ref)):
             raise InputError(
@@ -148,6 +150,16 @@ class Upgrader:
             )
         timings["total"] = time.monotonic() - started
         return result
+
+    def pull_request_base(self) -> str:
+        """The branch the pull request targets: the first stage's, where changes enter the
+        promotion path, once the stage branches exist (on origin, or locally without one); before
+        that, the branch checked out."""
+        if (self.layout.root / promotion.PROMOTION_FILE).is_file():
+            path = promotion.load(self.layout)
+            if promotion.stage_branches_exist(self.repo, path):
+                return path.first.branch
+        return self.repo.current_branch()
 
     def _upgrade_in(
         self,
