@@ -7,8 +7,9 @@ The order is what makes a load safe to interrupt, as in `registry.copy`: every b
 each image's manifests by digest (an index's images before the index), then its tag, so a site
 tag never names an incomplete image and a rerun finds with HEAD what an interrupted run pushed
 and sends only the rest. A blob reaches each repository that needs it once: found there with
-HEAD, else mounted from a repository of the site registry that got it earlier in the run, else
-streamed from the layout file. Blobs go in parallel (a bounded pool), each blob's repositories
+HEAD, else mounted from a repository of the site registry that holds it (one that got it
+earlier in the run, or an image of the layout already present there), else streamed from the
+layout file. Blobs go in parallel (a bounded pool), each blob's repositories
 in turn, so a layer that many images share is uploaded once and mounted for the others.
 
 Nothing is pushed before everything that can refuse the load has been checked: the layout is
@@ -140,22 +141,24 @@ def load(
         raise IntegrityError(
             f"{layout_root}: the image layout is damaged, nothing was pushed:\n" + "\n".join(checked.problems)
         )
-    plans = _plan(ImageLayout(layout_root), registry)
+    layout = ImageLayout(layout_root)
+    plans = _plan(layout, registry)
     report = LoadReport(registry, dry_run, [plan.line for plan in plans])
     _check_tags(client, plans, on_existing, workers)
     pushing = [plan for plan in plans if plan.line.outcome == PUSHED]
+    present = [plan for plan in plans if plan.line.outcome == PRESENT]
     # TODO(issue 16, `inv bundle.load` wiring): on a Harbor site, create each missing project
     # (the first path component of a site repository) with POST /api/v2.0/projects before the
     # first blob: Harbor refuses pushes into a project that does not exist. The core has no
     # Harbor API client yet (nothing speaks /api/v2.0); it belongs there, not in this module.
-    _push_blobs(client, ImageLayout(layout_root), pushing, report, dry_run, workers, progress)
+    _push_blobs(client, layout, pushing, present, report, dry_run, workers, progress)
     if dry_run:
         return report
     _run(
         [(plan.line.site, functools.partial(_push_manifests, client, plan)) for plan in pushing],
         workers,
-        "tagging",
-        "no tag of the images named was moved",
+        "pushing manifests",
+        "the images named got no new tag; run the load again to resume",
     )
     report.manifests_pushed = sum(len(plan.manifests) + bool(plan.dest.tag) for plan in pushing)
     _read_back(client, pushing, workers)
@@ -183,7 +186,9 @@ def _plan(layout: ImageLayout, registry: str) -> list[_Plan]:
 def _plan_image(layout: ImageLayout, entry: ImageEntry, registry: str) -> _Plan:
     site = site_reference(parse_image(entry.source), registry)
     # The source's tag is the one the render's rewrite asks the site for; the layout's
-    # ref.name annotation only names an image whose source is pinned by digest alone.
+    # ref.name annotation only names an image whose source is pinned by digest alone. The site
+    # serves the layout's digest: the source's own unless platforms were cut from an index
+    # (bundle.json records both).
     dest = Reference(site.registry, site.repository, site.tag or entry.tag).checked(str(site))
     digest = entry.descriptor.digest
     manifests: list[Manifest] = []
@@ -239,11 +244,15 @@ def _push_blobs(
     client: RegistryClient,
     layout: ImageLayout,
     plans: Sequence[_Plan],
+    present: Sequence[_Plan],
     report: LoadReport,
     dry_run: bool,
     workers: int,
     progress: Callable[[int], None],
 ) -> None:
+    """The blobs of `plans` into their repositories; an image `present` on the site holds all of
+    its blobs (a registry takes no manifest whose blobs it lacks), so they are mounted from it."""
+    held = {blob.digest: plan.dest.repository for plan in present for blob in plan.blobs}
     wanted: dict[str, tuple[Descriptor, list[Reference]]] = {}
     for plan in plans:
         for blob in plan.blobs:
@@ -255,7 +264,7 @@ def _push_blobs(
 
     def place(blob: Descriptor, repositories: list[Reference]) -> list[str]:
         """`blob` into each of `repositories` in turn: HEAD, else mount from one that has it, else upload."""
-        holder = ""  # a repository of the site registry that holds the blob by now
+        holder = held.get(blob.digest, "")  # a repository of the site registry holding the blob
         hows = []
         for repository in repositories:
             if client.head_blob(repository, blob.digest, push=not dry_run) is not None:
@@ -271,7 +280,8 @@ def _push_blobs(
                     how = EXISTING if pushed.how == "exists" else UPLOADED
                     if how == UPLOADED:
                         progress(blob.size)
-            holder = holder or repository.repository
+            if how != MOUNTED:
+                holder = repository.repository
             hows.append(how)
         return hows
 
