@@ -74,13 +74,16 @@ class ImageEntry:
 
 @dataclass
 class PullReport:
-    """What pulling one image did: the entry, the platforms left out, blobs fetched or present."""
+    """What pulling one image did: the entry, the platforms left out, blobs fetched or present,
+    the platforms kept and the bytes of everything the image needs (manifests and blobs)."""
 
     entry: ImageEntry
     left_out: list[str] = field(default_factory=list)
     fetched: int = 0
     present: int = 0
     fetched_bytes: int = 0
+    platforms: list[str] = field(default_factory=list)
+    size: int = 0
 
 
 def blob_relpath(digest: str) -> str:
@@ -176,11 +179,14 @@ class ImageLayout:
         tag: str,
         on_blob: Callable[[int], None] = lambda _size: None,
         workers: int = 1,
+        name: str = "",
     ) -> PullReport:
         """Store image `source` (every manifest and blob it needs); `platforms` None keeps an
         index whole and byte-exact, else only the listed platforms' images are kept: one
         platform is served as its own manifest, several as a new index listing just them.
-        `on_blob` is told the size of each blob fetched (for a progress bar by bytes)."""
+        `on_blob` is told the size of each blob fetched (for a progress bar by bytes). `name`
+        is the image's upstream reference recorded in `index.json` (default: `source`, which
+        may be a mirror's location of it)."""
         self.init()
         top = client.get_manifest(source)
         upstream = ""
@@ -196,7 +202,7 @@ class ImageLayout:
                 raise IntegrityError(f"{source}: an index inside an index is not supported")
             for blob in image.blobs:
                 blobs.setdefault(blob.digest, blob)
-        report = PullReport(ImageEntry(top.descriptor(), tag, str(source), upstream), left_out)
+        report = PullReport(ImageEntry(top.descriptor(), tag, name or str(source), upstream), left_out)
         missing = [blob for blob in blobs.values() if not self.has_blob(blob)]
         report.present = len(blobs) - len(missing)
 
@@ -214,6 +220,9 @@ class ImageLayout:
             self.put_manifest(image)
         if top not in images:
             self.put_manifest(top)
+        report.platforms = [str(d.platform) for d in top.manifests if d.platform] if top.is_index else []
+        report.size = sum(b.size for b in blobs.values()) + sum(len(i.data) for i in images)
+        report.size += 0 if top in images else len(top.data)
         return report
 
 
