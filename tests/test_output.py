@@ -120,6 +120,8 @@ SAMPLES = {
     "release": "demo",
     "last": "prod",
     "target": "stage",
+    "tar.name": "site.tar",
+    "PART_SUFFIX": ".part-",
     "stage.name": "stage",
     "head.sha[:12]": "0123456789ab",
 }

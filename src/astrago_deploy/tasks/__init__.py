@@ -12,7 +12,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 
-from astrago_deploy.tasks import charts, deploy, env, images, patches, render, tools
+from astrago_deploy.tasks import bundle, charts, deploy, env, images, patches, render, tools
 
 
 def build_namespace(root: Path) -> Collection:
@@ -22,6 +22,7 @@ def build_namespace(root: Path) -> Collection:
     ns.add_collection(env.ns)
     ns.add_collection(patches.ns)
     ns.add_collection(images.ns)
+    ns.add_collection(bundle.ns)
     ns.add_task(render.render)
     ns.add_task(render.diff)
     ns.add_task(render.validate)

@@ -1,0 +1,185 @@
+"""`inv bundle.create`, `bundle.verify` and `bundle.load` end to end, through the real CLI: every
+image of sample-site's inventory served (as test images built here) by a loopback registry
+under IMAGE_MIRROR, the charts from the upstream mirror, the wheels through pip; the bundle
+verified, damaged, tarred and split, and loaded into an empty loopback site registry."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.images.reference import parse_image, site_reference
+from astrago_deploy.registry.client import RegistryClient
+from astrago_deploy.registry.manifest import Manifest
+from astrago_deploy.registry.reference import Reference
+
+from .conftest import PROJECT, git
+from .registry_support import DOCKER_LIST, Image, RegistryProcess, build_image, build_index, sha256
+from .test_registry import _needs_registry, push_image
+from .test_upgrade import inv
+
+ENV = "sample-site"
+BASE = {"etc/os-release": b"ID=test\n" * 4000}  # one layer every image shares
+MULTI = "nvcr.io/nvidia/gpu-operator"  # served as a two-platform index
+
+
+def with_pyproject(layout: RepoLayout) -> str:
+    """Commit the task suite's pyproject.toml (a test project carries none): its wheels are bundled."""
+    shutil.copy(PROJECT / "pyproject.toml", layout.root / "pyproject.toml")
+    git(layout.root, "add", "pyproject.toml")
+    git(layout.root, "commit", "-q", "-m", "the task suite's dependencies")
+    return git(layout.root, "rev-parse", "HEAD").strip()
+
+
+def image_names(layout: RepoLayout) -> list[str]:
+    done = inv(layout.root, "images.list", "--env", ENV, "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    found = data[0]["images"] if isinstance(data, list) else data["images"]
+    return sorted(item["image"] for item in found)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, synced_project: RepoLayout) -> Iterator[tuple[RegistryProcess, dict[str, Image | bytes]]]:
+    """A registry holding a test image for every image sample-site needs, at HOST/<image>."""
+    _needs_registry()
+    process = RegistryProcess(tmp_path / "mirror-registry")
+    client = RegistryClient({})
+    served: dict[str, Image | bytes] = {}
+    for number, name in enumerate(image_names(synced_project)):
+        dest = Reference.parse(f"{process.host}/{name}")
+        own = {"app/name": name.encode()}
+        if name.startswith(MULTI + ":"):
+            amd, arm = build_image([BASE, own]), build_image([own], arch="arm64")
+            for image in (amd, arm):
+                push_image(client, dest.at(image.digest), image, tmp_path / "push")
+            index = build_index([amd, arm], docker=True)
+            client.put_manifest(dest, Manifest(DOCKER_LIST, index, sha256(index)))
+            served[name] = index
+            served[name + "#amd64"] = amd
+        else:
+            image = build_image([BASE, own], docker=number % 2 == 0)
+            push_image(client, dest, image, tmp_path / "push")
+            served[name] = image
+    yield process, served
+    process.stop()
+
+
+def test_create_verify_load_a_bundle_and_every_damage_is_named(
+    synced_project: RepoLayout, upstream: tuple[RegistryProcess, dict[str, Image | bytes]], mirror: Path, tmp_path: Path
+) -> None:
+    layout = synced_project
+    registry, served = upstream
+    bundle = tmp_path / "B"
+    head = with_pyproject(layout)
+    (layout.root / "untracked-in-the-working-tree").write_text("never bundled\n")
+
+    created = inv(layout.root, "bundle.create", "--env", ENV, "--out", str(bundle), "--mirror", str(mirror),
+                  IMAGE_MIRROR=registry.host, timeout=900)  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert f"left out of {MULTI}" in created.stdout and "linux/arm64/v8" in created.stdout
+    assert not (tmp_path / "B.partial").exists()
+
+    document = json.loads((bundle / "bundle.json").read_bytes())
+    assert document["format"] == 1 and document["source"]["commit"] == head
+    assert document["environments"] == [{"name": ENV, "registry": "192.168.50.10:30002"}]
+    names = {i["image"] for i in document["images"]}
+    assert names == {n for n in served if "#" not in n}
+    for record in document["images"]:
+        expected = served.get(record["image"] + "#amd64") or served[record["image"]]
+        assert isinstance(expected, Image)
+        assert record["digest"] == expected.digest  # byte-exact: the digest the mirror served
+        assert record["site"][ENV] == str(site_reference(parse_image(record["image"]), "192.168.50.10:30002"))
+    multi = next(r for r in document["images"] if r["image"].startswith(MULTI + ":"))
+    index = served[multi["image"]]
+    assert isinstance(index, bytes) and multi["pulled"] == sha256(index) and multi["leftOut"] == ["linux/arm64/v8"]
+    assert [c["name"] for c in document["charts"]] == ["csi-driver-nfs", "gpu-operator", "harbor"]
+    assert (bundle / "charts" / "helm.goharbor.io" / "harbor-1.14.2.tgz").is_file()
+    index_yaml = (bundle / "charts" / "helm.goharbor.io" / "index.yaml").read_text()
+    assert "1.14.2" in index_yaml and "1.15.0" not in index_yaml
+    assert {t["name"] for t in document["tools"]} == {"helm", "helmfile", "kubectl"}
+    assert any(w["name"].lower() == "invoke" for w in document["wheels"]["files"])
+    assert "--hash=sha256:" in (bundle / "wheels" / "requirements.txt").read_text()
+    assert not list(bundle.rglob("untracked-in-the-working-tree"))
+
+    # The site's checks: sha256sum, the suite's verify, a clone of the repository.
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle).returncode == 0
+    verified = inv(layout.root, "bundle.verify", str(bundle), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    evidence = json.loads(verified.stdout)
+    assert evidence["ok"] and evidence["images"] == len(names) and evidence["commit"] == head
+    clone = tmp_path / "site-clone"
+    subprocess.run(
+        ["git", "-c", "advice.detachedHead=false", "clone", "-q", str(bundle / "repo.bundle"), str(clone)], check=True
+    )
+    assert git(clone, "rev-parse", "HEAD").strip() == head
+
+    # Load into an empty site registry: every image under its site reference, then nothing.
+    site = RegistryProcess(tmp_path / "site-registry")
+    try:
+        loaded = inv(layout.root, "bundle.load", str(bundle), "--registry", site.host, "--json")
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        assert json.loads(loaded.stdout)["images"]["pushed"] == len(names)
+        client = RegistryClient({})
+        for record in document["images"]:
+            where = site_reference(parse_image(record["image"]), site.host)
+            found = client.head_manifest(Reference.parse(str(where)))
+            assert found is not None and found.digest == record["digest"], record["image"]
+        again = inv(layout.root, "bundle.load", str(bundle), "--registry", site.host)
+        assert again.returncode == 0 and again.stdout.startswith("nothing to push"), again.stdout + again.stderr
+    finally:
+        site.stop()
+
+    # One flipped byte in one blob: verify fails naming it.
+    layer = max((bundle / "images" / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(layer.read_bytes())
+    data[100] ^= 0x01
+    layer.write_bytes(bytes(data))
+    damaged = inv(layout.root, "bundle.verify", str(bundle))
+    assert damaged.returncode != 0
+    assert f"images/blobs/sha256/{layer.name}: sha256 " in damaged.stderr
+    assert f"images/blobs/sha256/{layer.name}: content has digest" in damaged.stderr
+
+
+def test_a_tar_split_in_parts_verifies_from_its_parts_and_a_rerun_fetches_only_what_is_missing(
+    synced_project: RepoLayout, upstream: tuple[RegistryProcess, dict[str, Image | bytes]], mirror: Path, tmp_path: Path
+) -> None:
+    layout = synced_project
+    registry, _served = upstream
+    media = tmp_path / "media"
+    media.mkdir()
+    with_pyproject(layout)
+    args = ["bundle.create", "--env", ENV, "--mirror", str(mirror), "--platform", "all"]
+
+    # An earlier, interrupted run left its partial folder: the blobs there are not fetched again.
+    first = inv(layout.root, *args, "--out", str(tmp_path / "first"), IMAGE_MIRROR=registry.host, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (tmp_path / "first").rename(media / "site.partial")
+    (media / "site.partial" / "bundle.json").unlink()
+    made = inv(layout.root, *args, "--out", str(media / "site.tar"), "--split", "32MiB", IMAGE_MIRROR=registry.host,
+               timeout=900)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    fetched = re.findall(r"\] \S+: (\d+) blobs fetched", made.stdout)
+    assert len(fetched) == 30 and set(fetched) == {"0"}, made.stdout
+    assert re.findall(r"\] \S+: (\d+) blobs fetched", first.stdout).count("0") < 30  # the first run fetched
+    parts = sorted(media.glob("site.tar.part-*"))
+    assert len(parts) > 3 and (media / "site.tar.sha256").is_file() and not (media / "site.tar").exists()
+    assert "cat site.tar.part-* > site.tar" in made.stdout
+
+    verified = inv(layout.root, "bundle.verify", str(parts[0]), "--extract-to", str(tmp_path / "site"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert (tmp_path / "site" / "site" / "bundle.json").is_file()
+    document = json.loads((tmp_path / "site" / "site" / "bundle.json").read_bytes())
+    multi = next(r for r in document["images"] if r["image"].startswith(MULTI + ":"))
+    assert multi["digest"] == multi["pulled"] and multi["leftOut"] == []  # --platform all: the index itself
+
+    parts[1].write_bytes(parts[1].read_bytes()[:-10])
+    broken = inv(layout.root, "bundle.verify", str(parts[0]))
+    assert broken.returncode != 0 and "error:" in broken.stderr
