@@ -358,7 +358,12 @@ class ToolInstaller:
 
     def _obtain(self, pin: ToolPin) -> tuple[bytes, Source]:
         reasons = []
-        for source in pin.sources:
+        sources = list(pin.sources)
+        if self.environ.get("ASTRAGO_TOOLS_BUNDLE"):
+            # A site installing from a bundle has no network: its folder first, not after
+            # every download has timed out.
+            sources.sort(key=lambda source: source.type != "directory")
+        for source in sources:
             try:
                 data, origin = self._from_source(pin, source)
             except _Unavailable as exc:
