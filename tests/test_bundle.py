@@ -6,6 +6,7 @@ verified, damaged, tarred and split, and loaded into an empty loopback site regi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -183,3 +184,36 @@ def test_a_tar_split_in_parts_verifies_from_its_parts_and_a_rerun_fetches_only_w
     parts[1].write_bytes(parts[1].read_bytes()[:-10])
     broken = inv(layout.root, "bundle.verify", str(parts[0]))
     assert broken.returncode != 0 and "error:" in broken.stderr
+
+
+def test_a_site_bootstraps_from_the_bundle_alone_and_renders(
+    synced_project: RepoLayout, upstream: tuple[RegistryProcess, dict[str, Image | bytes]], mirror: Path, tmp_path: Path
+) -> None:
+    """The acceptance: a clone of `B/repo.bundle` bootstraps from B with no package index and no
+    chart mirror, then renders the site. The bundled repository is this project itself (a clone
+    of its committed HEAD), so the site runs the real bootstrap script and task suite."""
+    registry, _served = upstream
+    source = tmp_path / "source"
+    git(tmp_path, "clone", "-q", str(PROJECT), str(source))
+    (source / ".tools" / "bin").mkdir(parents=True)
+    for binary in (PROJECT / ".tools" / "bin").iterdir():
+        (source / ".tools" / "bin" / binary.name).symlink_to(binary)
+    bundle = tmp_path / "B"
+    made = inv(source, "bundle.create", "--env", ENV, "--out", str(bundle), "--mirror", str(mirror),
+               IMAGE_MIRROR=registry.host, timeout=900)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+
+    site = tmp_path / "astrago"
+    git(tmp_path, "clone", "-q", str(bundle / "repo.bundle"), str(site))
+    offline = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "CHARTS_MIRROR", "ASTRAGO_", "TOOLS_"))}
+    offline.update({"PIP_NO_INDEX": "1", "ASTRAGO_BUNDLE": str(bundle), "HOME": str(tmp_path)})
+    offline.pop("VIRTUAL_ENV", None)
+    booted = subprocess.run(["scripts/bootstrap"], cwd=site, env=offline, capture_output=True, text=True, timeout=900)
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    assert "installed from directory" in booted.stdout + booted.stderr
+    del offline["ASTRAGO_BUNDLE"]
+    rendered = subprocess.run([str(site / ".venv" / "bin" / "inv"), "render", "--env", ENV], cwd=site, env=offline,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    assert (site / "rendered" / ENV / "harbor.yaml").is_file()
+    assert "192.168.50.10:30002/goharbor/harbor-core:v2.10.2" in (site / "rendered" / ENV / "harbor.yaml").read_text()
