@@ -80,6 +80,7 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
     registry, served = upstream
     bundle = tmp_path / "B"
     head = with_pyproject(layout)
+    git(layout.root, "branch", "prod")  # the last stage's branch: the default REF, named in repo.bundle
     (layout.root / "untracked-in-the-working-tree").write_text("never bundled\n")
 
     created = inv(layout.root, "bundle.create", "--env", ENV, "--out", str(bundle), "--mirror", str(mirror),
@@ -121,6 +122,9 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
         ["git", "-c", "advice.detachedHead=false", "clone", "-q", str(bundle / "repo.bundle"), str(clone)], check=True
     )
     assert git(clone, "rev-parse", "HEAD").strip() == head
+    assert git(clone, "rev-parse", "--abbrev-ref", "HEAD").strip() == "prod"  # deploy finds HEAD at prod's tip
+    assert document["source"]["branch"] == "prod"
+    assert git(layout.root, "for-each-ref", "--format=%(refname)").split() == ["refs/heads/main", "refs/heads/prod"]
 
     # Load into an empty site registry: every image under its site reference, then nothing.
     site = RegistryProcess(tmp_path / "site-registry")

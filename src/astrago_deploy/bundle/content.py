@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,32 +51,43 @@ class RepoRecord:
     tags: list[str]
 
 
-def write_repo_bundle(
-    repo: GitRepo, worktree: Path, commit: str, path: PromotionPath, remote: bool, dest: Path
-) -> RepoRecord:
-    """`dest/repo.bundle` from the temporary worktree at `commit` (its HEAD), with the stage
-    branch when this checkout has it at `commit`, and every promotion tag `commit` contains;
-    checked with `git bundle verify` before it is renamed into place."""
-    refs = ["HEAD"]
+def write_repo_bundle(repo: GitRepo, commit: str, path: PromotionPath, remote: bool, dest: Path) -> RepoRecord:
+    """`dest/repo.bundle`: `commit` as HEAD and as the stage branch it is the tip of (origin's
+    where there is an origin), and every promotion tag `commit` contains. Written from a scratch
+    bare repository that borrows this one's objects (git alternates), so the branch is named
+    in the bundle without a ref created here; checked with `git bundle verify`, then renamed
+    into place. A clone of it checks the branch out, and `inv deploy` at the site finds HEAD at
+    the branch's tip."""
     branch = ""
     for stage in reversed(path.stages):
-        tip = repo.ref_value(f"refs/remotes/origin/{stage.branch}" if remote else stage.ref)
-        if tip == commit:
+        if repo.ref_value(f"refs/remotes/origin/{stage.branch}" if remote else stage.ref) == commit:
             branch = stage.branch
-            if repo.ref_value(stage.ref) == commit:
-                # `git clone` then checks the branch out rather than a detached HEAD.
-                refs.append(stage.ref)
             break
     tags = sorted(
         tag for stage in path.stages for tag in repo.run("tag", "--list", f"{stage.name}/*", "--merged", commit).split()
     )
+    objects = Path(repo.run("rev-parse", "--path-format=absolute", "--git-path", "objects").strip())
     partial = dest / f".{REPO_BUNDLE}.partial"
-    work = GitRepo(worktree)
-    try:
-        work.run("bundle", "create", "--quiet", str(partial), *refs, *[f"refs/tags/{tag}" for tag in tags])
-        work.run("bundle", "verify", "--quiet", str(partial))
-    finally:
-        work.close()
+    with tempfile.TemporaryDirectory(prefix="repo-bundle-") as scratch_dir:
+        scratch_root = Path(scratch_dir) / "scratch.git"
+        repo.run("init", "--quiet", "--bare", str(scratch_root))
+        (scratch_root / "objects" / "info" / "alternates").write_text(f"{objects}\n", encoding="utf-8")
+        scratch = GitRepo(scratch_root)
+        try:
+            refs = []
+            if branch:
+                scratch.run("update-ref", f"refs/heads/{branch}", commit)
+                scratch.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+                refs.append(f"refs/heads/{branch}")
+            else:
+                scratch.run("update-ref", "--no-deref", "HEAD", commit)
+            for tag in tags:
+                scratch.run("update-ref", f"refs/tags/{tag}", repo.ref_value(f"refs/tags/{tag}"))
+            refs += [f"refs/tags/{tag}" for tag in tags]
+            scratch.run("bundle", "create", "--quiet", str(partial), "HEAD", *refs)
+            scratch.run("bundle", "verify", "--quiet", str(partial))
+        finally:
+            scratch.close()
     partial.replace(dest / REPO_BUNDLE)
     return RepoRecord(commit, branch, tags)
 

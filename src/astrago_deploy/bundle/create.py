@@ -160,7 +160,7 @@ class BundleCreator:
         images, fetched, left_out = self._images(sorted(wanted), wanted, registries, options, out)
 
         path = promotion.load(tree)
-        record = content.write_repo_bundle(repo, tree.root, commit, path, promotion.has_origin(repo), out)
+        record = content.write_repo_bundle(repo, commit, path, promotion.has_origin(repo), out)
         self.log(f"repository: {content.REPO_BUNDLE} ({len(record.tags)} promotion tags)")
         charts = content.write_charts(VersionsLock.load(tree.lock_file), fetcher, out)
         self.log(f"charts: {len(charts)} archives")
