@@ -146,7 +146,9 @@ def write_charts(lock: VersionsLock, fetcher: Fetcher, dest: Path) -> list[Chart
 
 
 @dataclass(frozen=True)
-class ToolRecord:
+class FileRecord:
+    """A tool or a wheel in the bundle: what it is, its sha256 and where it is."""
+
     name: str
     version: str
     sha256: str
@@ -156,7 +158,7 @@ class ToolRecord:
         return dict(self.__dict__)
 
 
-def write_tools(pins: dict[str, ToolPin], candidates: list[Path], dest: Path) -> list[ToolRecord]:
+def write_tools(pins: dict[str, ToolPin], candidates: list[Path], dest: Path) -> list[FileRecord]:
     """Each pinned tool into `dest/tools/`, from the first of `candidates` (folders holding
     binaries by name) whose copy has the pinned sha256; a tool none of them has is an error."""
     folder = dest / TOOLS_DIR
@@ -176,22 +178,11 @@ def write_tools(pins: dict[str, ToolPin], candidates: list[Path], dest: Path) ->
             partial.unlink()
             raise IntegrityError(f"{source}: changed while it was copied (sha256 no longer {pin.sha256})")
         partial.replace(target)
-        records.append(ToolRecord(name, pin.version, pin.sha256, target.relative_to(dest).as_posix()))
+        records.append(FileRecord(name, pin.version, pin.sha256, target.relative_to(dest).as_posix()))
     return records
 
 
 # --- wheels ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WheelRecord:
-    name: str
-    version: str
-    sha256: str
-    path: str
-
-    def as_json(self) -> dict[str, str]:
-        return dict(self.__dict__)
 
 
 def requirements_of(pyproject: Path) -> list[str]:
@@ -221,7 +212,7 @@ class SitePython:
         return "cp" + self.version.replace(".", "")
 
 
-def write_wheels(pyproject: Path, site: SitePython, dest: Path, environ: dict[str, str]) -> list[WheelRecord]:
+def write_wheels(pyproject: Path, site: SitePython, dest: Path, environ: dict[str, str]) -> list[FileRecord]:
     """Download every dependency of the task suite as wheels for `site` into `dest/wheels/`
     (through pip, so PIP_INDEX_URL and the like apply) and pin each in `requirements.txt`."""
     folder = dest / WHEELS_DIR
@@ -239,7 +230,7 @@ def write_wheels(pyproject: Path, site: SitePython, dest: Path, environ: dict[st
         if not match:
             raise IntegrityError(f"{wheel.name}: not a wheel file name")
         records.append(
-            WheelRecord(match["name"], match["version"], sha256_file(wheel), wheel.relative_to(dest).as_posix())
+            FileRecord(match["name"], match["version"], sha256_file(wheel), wheel.relative_to(dest).as_posix())
         )
     pins = "".join(f"{r.name.replace('_', '-')}=={r.version} --hash=sha256:{r.sha256}\n" for r in records)
     atomic.write_text(folder / REQUIREMENTS, "# Every wheel of this bundle, pinned by version and sha256.\n" + pins)

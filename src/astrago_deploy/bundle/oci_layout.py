@@ -16,7 +16,6 @@ references present, nothing in `blobs/` that no image reaches.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from astrago_deploy.core import atomic
+from astrago_deploy.core.digests import hash_file
 from astrago_deploy.core.errors import InputError, IntegrityError
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.manifest import (
@@ -271,16 +271,6 @@ class LayoutReport:
         }
 
 
-def file_digest(path: Path, algorithm: str) -> tuple[str, int]:
-    hasher = hashlib.new(algorithm)
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return f"{algorithm}:{hasher.hexdigest()}", size
-
-
 def _blob_files(root: Path) -> Iterator[Path]:
     blobs = root / "blobs"
     if not blobs.is_dir():
@@ -318,7 +308,8 @@ def verify(root: Path, workers: int | None = None) -> LayoutReport:
         parts = rel.split("/")
         if len(parts) != 3 or parts[1] not in ("sha256", "sha512") or not DIGEST.match(f"{parts[1]}:{parts[2]}"):
             return rel, "not a blob name (blobs/ALGORITHM/HEX)"
-        found, size = file_digest(path, parts[1])
+        hexdigest, size = hash_file(path, parts[1])
+        found = f"{parts[1]}:{hexdigest}"
         if found != f"{parts[1]}:{parts[2]}":
             return rel, f"content has digest {found}"
         return rel, (found, size)

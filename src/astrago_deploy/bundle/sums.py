@@ -10,29 +10,18 @@ check is ours as well as `sha256sum -c`'s: it also names files that are there bu
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from astrago_deploy.core import atomic
+from astrago_deploy.core.digests import hash_file
 from astrago_deploy.core.errors import InputError
 
 SUMS_FILE = "SHA256SUMS"
 CHUNK = 1024 * 1024
 _LINE = re.compile(r"^(?P<hex>[0-9a-f]{64}) [ *](?P<path>.+)$")
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """(hex digest, size) of a file, read in 1 MiB chunks."""
-    hasher = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return hasher.hexdigest(), size
 
 
 def bundle_files(root: Path) -> list[str]:
@@ -55,7 +44,7 @@ def safe_relative(path: str) -> bool:
 
 def _digests(root: Path, paths: list[str], workers: int | None) -> dict[str, tuple[str, int]]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        return dict(zip(paths, pool.map(lambda rel: file_sha256(root / rel), paths), strict=True))
+        return dict(zip(paths, pool.map(lambda rel: hash_file(root / rel), paths), strict=True))
 
 
 def write(root: Path, workers: int | None = None) -> dict[str, tuple[str, int]]:

@@ -12,12 +12,20 @@ import os
 from pathlib import Path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+    """(hex digest, size) of a file, read in 1 MiB blocks (hashlib releases the GIL for them,
+    so threads hash files in parallel)."""
+    digest = hashlib.new(algorithm)
+    size = 0
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path)[0]
 
 
 def _mode(path: Path) -> str:
