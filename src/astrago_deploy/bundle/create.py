@@ -29,6 +29,7 @@ from typing import Any
 from astrago_deploy.bundle import archive, content, sums
 from astrago_deploy.bundle.oci_layout import ImageLayout
 from astrago_deploy.core import atomic
+from astrago_deploy.core.console import ByteProgress
 from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher, Mirror
@@ -201,30 +202,36 @@ class BundleCreator:
     ) -> tuple[list[dict[str, Any]], int, dict[str, list[str]]]:
         layout = ImageLayout(out / IMAGES_DIR)
         client = RegistryClient(self.environ)
+        refs = {name: parse_image(name) for name in names}
+        plans = [
+            layout.plan(client, image_source(refs[name], self.environ), options.platforms, refs[name].tag, name)
+            for name in names
+        ]
+        missing = layout.missing_bytes(plans)
+        self.log(f"images: {len(names)}, {missing / 1e6:.1f} MB of blobs to fetch ({options.workers} at a time)")
+        progress = ByteProgress(missing, "images")
+        try:
+            reports = layout.fetch(client, plans, options.workers, progress.advance)
+        finally:
+            progress.close()
         records: list[dict[str, Any]] = []
         entries = []
         fetched = 0
         left_out: dict[str, list[str]] = {}
-        for number, name in enumerate(names, start=1):
-            image = parse_image(name)
-            source = image_source(image, self.environ)
-            report = layout.pull(client, source, options.platforms, image.tag, workers=options.workers, name=name)
+        for number, (name, report) in enumerate(zip(names, reports, strict=True), start=1):
+            image = refs[name]
             entries.append(report.entry)
             fetched += report.fetched_bytes
             if report.left_out:
                 left_out[name] = report.left_out
+            kept = [str(p) for p in options.platforms] if report.entry.upstream_digest and options.platforms else []
             records.append(
                 {
                     "image": name,
                     "pulled": report.entry.upstream_digest or report.entry.descriptor.digest,
                     "digest": report.entry.descriptor.digest,
                     "mediaType": report.entry.descriptor.media_type,
-                    "platforms": report.platforms
-                    or (
-                        [str(p) for p in options.platforms]
-                        if report.entry.upstream_digest and options.platforms
-                        else []
-                    ),
+                    "platforms": report.platforms or kept,
                     "leftOut": report.left_out,
                     "size": report.size,
                     "site": {

@@ -181,13 +181,17 @@ class ImageLayout:
         workers: int = 1,
         name: str = "",
     ) -> PullReport:
-        """Store image `source` (every manifest and blob it needs); `platforms` None keeps an
+        """Store image `source` (every manifest and blob it needs): `plan` then `fetch`."""
+        return self.fetch(client, [self.plan(client, source, platforms, tag, name)], workers, on_blob)[0]
+
+    def plan(
+        self, client: RegistryClient, source: Reference, platforms: list[Platform] | None, tag: str, name: str = ""
+    ) -> PlannedImage:
+        """Read image `source`'s manifests (nothing is written yet). `platforms` None keeps an
         index whole and byte-exact, else only the listed platforms' images are kept: one
         platform is served as its own manifest, several as a new index listing just them.
-        `on_blob` is told the size of each blob fetched (for a progress bar by bytes). `name`
-        is the image's upstream reference recorded in `index.json` (default: `source`, which
-        may be a mirror's location of it)."""
-        self.init()
+        `name` is the image's upstream reference recorded in `index.json` (default: `source`,
+        which may be a mirror's location of it)."""
         top = client.get_manifest(source)
         upstream = ""
         left_out: list[str] = []
@@ -202,28 +206,73 @@ class ImageLayout:
                 raise IntegrityError(f"{source}: an index inside an index is not supported")
             for blob in image.blobs:
                 blobs.setdefault(blob.digest, blob)
-        report = PullReport(ImageEntry(top.descriptor(), tag, name or str(source), upstream), left_out)
-        missing = [blob for blob in blobs.values() if not self.has_blob(blob)]
-        report.present = len(blobs) - len(missing)
+        entry = ImageEntry(top.descriptor(), tag, name or str(source), upstream)
+        return PlannedImage(source, entry, top, images, blobs, left_out)
 
-        def fetch(blob: Descriptor) -> int:
+    def missing_bytes(self, planned: list[PlannedImage]) -> int:
+        """The bytes `fetch` will download for `planned`: each blob not yet here, once."""
+        unique = {d.digest: d for image in planned for d in image.blobs.values()}
+        return sum(d.size for d in unique.values() if not self.has_blob(d))
+
+    def fetch(
+        self,
+        client: RegistryClient,
+        planned: list[PlannedImage],
+        workers: int = 1,
+        on_blob: Callable[[int], None] = lambda _size: None,
+    ) -> list[PullReport]:
+        """Download every blob `planned` needs and the layout lacks, once each and `workers` at a
+        time, then store each image's manifests (after its blobs: a manifest present means its
+        image is complete). `on_blob` is told the size of each blob fetched (a progress bar by
+        unique bytes). One report per planned image, in order."""
+        self.init()
+        reports = [PullReport(p.entry, p.left_out) for p in planned]
+        needed: dict[str, tuple[Descriptor, Reference]] = {}
+        for plan, report in zip(planned, reports, strict=True):
+            for blob in plan.blobs.values():
+                if self.has_blob(blob):
+                    report.present += 1
+                elif blob.digest in needed:
+                    report.present += 1  # fetched once, for the image that needs it first
+                else:
+                    needed[blob.digest] = (blob, plan.source)
+        fetched_by: dict[str, int] = {}
+        owner = {digest: next(i for i, p in enumerate(planned) if digest in p.blobs) for digest in needed}
+
+        def fetch_one(item: tuple[Descriptor, Reference]) -> str:
+            blob, source = item
             client.pull_blob(source, blob.digest, self.blob_path(blob.digest), size=blob.size)
             on_blob(blob.size)
-            return blob.size
+            return blob.digest
 
-        # Manifests after their blobs: a manifest present means its image is complete.
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for size in pool.map(fetch, missing):
-                report.fetched += 1
-                report.fetched_bytes += size
-        for image in images:
-            self.put_manifest(image)
-        if top not in images:
-            self.put_manifest(top)
-        report.platforms = [str(d.platform) for d in top.manifests if d.platform] if top.is_index else []
-        report.size = sum(b.size for b in blobs.values()) + sum(len(i.data) for i in images)
-        report.size += 0 if top in images else len(top.data)
-        return report
+            for digest in pool.map(fetch_one, sorted(needed.values(), key=lambda item: -item[0].size)):
+                fetched_by[digest] = owner[digest]
+        for digest, index in fetched_by.items():
+            reports[index].fetched += 1
+            reports[index].fetched_bytes += needed[digest][0].size
+        for plan, report in zip(planned, reports, strict=True):
+            for image in plan.images:
+                self.put_manifest(image)
+            if plan.top not in plan.images:
+                self.put_manifest(plan.top)
+            top = plan.top
+            report.platforms = [str(d.platform) for d in top.manifests if d.platform] if top.is_index else []
+            report.size = sum(b.size for b in plan.blobs.values()) + sum(len(i.data) for i in plan.images)
+            report.size += 0 if top in plan.images else len(top.data)
+        return reports
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image's manifests as read, before anything is stored."""
+
+    source: Reference
+    entry: ImageEntry
+    top: Manifest
+    images: list[Manifest]
+    blobs: dict[str, Descriptor]
+    left_out: list[str]
 
 
 def _select(index: Manifest, platforms: list[Platform], source: Reference) -> tuple[list[Descriptor], list[str]]:
