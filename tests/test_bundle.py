@@ -129,8 +129,16 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
     # Load into an empty site registry: every image under its site reference, then nothing.
     site = RegistryProcess(tmp_path / "site-registry")
     try:
-        loaded = inv(layout.root, "bundle.load", str(bundle), "--registry", site.host, "--json")
+        certs = tmp_path / "certs.d"
+        loaded = inv(layout.root, "bundle.load", str(bundle), "--registry", site.host, "--json",
+                     "--containerd-config", str(certs))  # fmt: skip
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        hosts = sorted(p.parent.name for p in certs.glob("*/hosts.toml"))
+        assert hosts == ["docker.io", "ghcr.io", "nvcr.io", "registry.k8s.io"]
+        assert (certs / "docker.io" / "hosts.toml").read_text() == (
+            f'server = "https://registry-1.docker.io"\n\n[host."http://{site.host}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+        )
         assert json.loads(loaded.stdout)["images"]["pushed"] == len(names)
         client = RegistryClient({})
         for record in document["images"]:
@@ -221,3 +229,19 @@ def test_a_site_bootstraps_from_the_bundle_alone_and_renders(
     assert rendered.returncode == 0, rendered.stdout + rendered.stderr
     assert (site / "rendered" / ENV / "harbor.yaml").is_file()
     assert "192.168.50.10:30002/goharbor/harbor-core:v2.10.2" in (site / "rendered" / ENV / "harbor.yaml").read_text()
+
+
+def test_containerd_hosts_name_the_site_registry_with_its_path_and_refuse_odd_hosts(tmp_path: Path) -> None:
+    from astrago_deploy.bundle import containerd
+    from astrago_deploy.core.errors import InputError
+
+    text = containerd.hosts_toml("nvcr.io", "harbor.site:8443/mirror", plain_http=False)
+    assert text == (
+        'server = "https://nvcr.io"\n\n[host."https://harbor.site:8443/v2/mirror"]\n'
+        '  capabilities = ["pull", "resolve"]\n  override_path = true\n'
+    )
+    written = containerd.write_hosts(tmp_path, ["quay.io", "quay.io"], "10.0.0.5:30002", frozenset({"10.0.0.5:30002"}))
+    assert written == [tmp_path / "quay.io" / "hosts.toml"]
+    assert '[host."http://10.0.0.5:30002"]' in written[0].read_text()
+    with pytest.raises(InputError, match="invalid registry host"):
+        containerd.write_hosts(tmp_path, ["../etc"], "10.0.0.5:30002", frozenset())

@@ -103,6 +103,7 @@ def verify(ctx: Context, path: str, json_: bool = False, extract_to: str | None 
         "dry_run": "Only look: report what a load would push",
         "json": "Print the summary as JSON",
         "workers": "Blobs pushed in parallel (default 4)",
+        "containerd_config": "Also write DIR/<upstream host>/hosts.toml pointing containerd at REGISTRY",
     }
 )
 @user_errors
@@ -114,9 +115,12 @@ def load(
     dry_run: bool = False,
     json_: bool = False,
     workers: int = 4,
+    containerd_config: str | None = None,
 ) -> None:
     """Push a verified bundle's images to REGISTRY under their site references (the render's mapping)."""
     import json
+    import os
+    import sys
     from pathlib import Path
 
     from astrago_deploy.bundle import load as loading
@@ -136,6 +140,20 @@ def load(
         say(json.dumps(report.as_json(), indent=2))
     else:
         say(report.summary())
+    if containerd_config and not dry_run:
+        from astrago_deploy.bundle import containerd
+        from astrago_deploy.bundle.oci_layout import ImageLayout
+        from astrago_deploy.images.reference import parse_image
+        from astrago_deploy.registry.reference import plain_http_hosts
+
+        upstreams = {parse_image(entry.source).registry for entry in ImageLayout(root / IMAGES_DIR).entries()}
+        folder = Path(containerd_config).resolve()
+        written = containerd.write_hosts(folder, upstreams, registry, plain_http_hosts(os.environ))
+        message = f"containerd: {len(written)} hosts.toml under {folder} (set config_path to it)"
+        if json_:  # stdout stays one JSON document
+            print(message, file=sys.stderr)
+        else:
+            say(message)
 
 
 ns = Collection("bundle", create, verify, load)
