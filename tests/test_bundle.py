@@ -5,6 +5,7 @@ verified, damaged, tarred and split, and loaded into an empty loopback site regi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -245,3 +246,69 @@ def test_containerd_hosts_name_the_site_registry_with_its_path_and_refuse_odd_ho
     assert '[host."http://10.0.0.5:30002"]' in written[0].read_text()
     with pytest.raises(InputError, match="invalid registry host"):
         containerd.write_hosts(tmp_path, ["../etc"], "10.0.0.5:30002", frozenset())
+
+
+def test_an_incremental_bundle_carries_only_the_blobs_its_base_lacks(
+    synced_project: RepoLayout, upstream: tuple[RegistryProcess, dict[str, Image | bytes]], mirror: Path, tmp_path: Path
+) -> None:
+    layout = synced_project
+    registry, served = upstream
+    with_pyproject(layout)
+    create = ["bundle.create", "--env", ENV, "--mirror", str(mirror)]
+    first = inv(layout.root, *create, "--out", str(tmp_path / "B1"), IMAGE_MIRROR=registry.host, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # Upstream moves one tag to a new image (the shared base layer, a new own layer).
+    moved = next(n for n in sorted(served) if n.startswith("docker.io/goharbor/harbor-core:"))
+    newer = build_image([BASE, {"app/name": b"harbor-core, rebuilt"}])
+    push_image(RegistryClient({}), Reference.parse(f"{registry.host}/{moved}"), newer, tmp_path / "push2")
+    second = inv(layout.root, *create, "--out", str(tmp_path / "B2"), "--base", str(tmp_path / "B1"),
+                 IMAGE_MIRROR=registry.host, timeout=900)  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    b1, b2 = tmp_path / "B1", tmp_path / "B2"
+    own = sorted(p.name for p in (b2 / "images" / "blobs" / "sha256").iterdir())
+    manifests = {json.loads(p.read_bytes()).get("mediaType", "") for p in (b2 / "images" / "blobs" / "sha256").iterdir()
+                 if p.name not in {d.removeprefix("sha256:") for d in newer.blobs}}  # fmt: skip
+    # Only the moved image's new layer and config, plus every manifest (small, always carried).
+    assert set(own) >= {d.removeprefix("sha256:") for d in newer.blobs if d != layers(newer)[0]}
+    assert layers(newer)[0].removeprefix("sha256:") not in own  # the shared layer: in B1
+    assert all("manifest" in m or "index" in m for m in manifests), manifests
+    document = json.loads((b2 / "bundle.json").read_bytes())
+    assert document["base"]["bundleJson"] == "sha256:" + hashlib.sha256((b1 / "bundle.json").read_bytes()).hexdigest()
+    assert document["base"]["blobs"] > 30
+
+    alone = inv(layout.root, "bundle.verify", str(b2))
+    assert alone.returncode != 0 and "an incremental bundle on the bundle whose bundle.json is" in alone.stderr
+    verified = inv(layout.root, "bundle.verify", str(b2), "--base", str(b1), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["fromBase"] == document["base"]["blobs"]
+    wrong = inv(layout.root, "bundle.verify", str(b1), "--base", str(b2))
+    assert wrong.returncode != 0 and "this bundle is complete" in wrong.stderr
+
+    site = RegistryProcess(tmp_path / "site-registry")
+    try:
+        refused = inv(layout.root, "bundle.load", str(b2), "--registry", site.host)
+        assert refused.returncode != 0 and "give it with --base" in refused.stderr, refused.stderr
+        loaded = inv(layout.root, "bundle.load", str(b2), "--registry", site.host, "--base", str(b1))
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        found = RegistryClient({}).head_manifest(Reference.parse(str(site_reference(parse_image(moved), site.host))))
+        assert found is not None and found.digest == newer.digest
+    finally:
+        site.stop()
+    # A site that loaded the base before takes the incremental bundle alone.
+    later = RegistryProcess(tmp_path / "later-registry")
+    try:
+        assert inv(layout.root, "bundle.load", str(b1), "--registry", later.host).returncode == 0
+        alone_load = inv(layout.root, "bundle.load", str(b2), "--registry", later.host)
+        assert alone_load.returncode == 0, alone_load.stdout + alone_load.stderr
+        assert "1 skipped (their tag names another image)" in alone_load.stdout  # the moved tag, left as it was
+        alone_load = inv(layout.root, "bundle.load", str(b2), "--registry", later.host, "--on-existing", "overwrite")
+        assert alone_load.returncode == 0, alone_load.stdout + alone_load.stderr
+        found = RegistryClient({}).head_manifest(Reference.parse(str(site_reference(parse_image(moved), later.host))))
+        assert found is not None and found.digest == newer.digest
+    finally:
+        later.stop()
+
+
+def layers(image: Image) -> list[str]:
+    return [layer["digest"] for layer in json.loads(image.manifest)["layers"]]

@@ -30,6 +30,7 @@ from astrago_deploy.bundle import archive, content, sums
 from astrago_deploy.bundle.oci_layout import ImageLayout
 from astrago_deploy.core import atomic
 from astrago_deploy.core.console import ByteProgress
+from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import AstragoError, InputError
 from astrago_deploy.core.git import GitRepo
 from astrago_deploy.core.http import Fetcher, Mirror
@@ -62,6 +63,7 @@ class CreateOptions:
     workers: int = 6
     mirror: str | None = None  # charts mirror
     site_python: content.SitePython = field(default_factory=content.SitePython)
+    base: Path | None = None  # an earlier bundle folder: an incremental bundle leaves its blobs to it
 
 
 @dataclass
@@ -89,6 +91,29 @@ def default_ref(repo: GitRepo, layout: RepoLayout) -> tuple[str, str]:
     return repo.resolve("HEAD"), f"HEAD ({path.last.branch} does not exist)"
 
 
+def read_base(base: Path) -> dict[str, Any]:
+    """The bundle.json of the bundle folder an incremental one builds on (refused if not one)."""
+    if not base.is_dir():
+        raise InputError(f"--base {base}: give the folder of an earlier bundle (extract a tar first)")
+    try:
+        document = json.loads((base / BUNDLE_JSON).read_bytes())
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"--base {base}: no readable {BUNDLE_JSON} ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InputError(f"--base {base}: not a format {FORMAT} bundle")
+    return document
+
+
+def base_record(base: Path, left_to_base: int) -> dict[str, Any]:
+    """How bundle.json names the base: its bundle.json by digest, its commit, what it supplies."""
+    document = read_base(base)
+    return {
+        "bundleJson": f"sha256:{sha256_file(base / BUNDLE_JSON)}",
+        "commit": (document.get("source") or {}).get("commit", ""),
+        "blobs": left_to_base,
+    }
+
+
 def image_source(image: ImageRef, environ: Mapping[str, str]) -> Reference:
     """Where to pull `image` from: `IMAGE_MIRROR/<registry>/<path>` when a mirror is set."""
     mirror = environ.get(IMAGE_MIRROR, "").strip().removeprefix("oci://").rstrip("/")
@@ -112,6 +137,10 @@ class BundleCreator:
         for existing in (final, *([tar] if tar else [])):
             if existing.exists():
                 raise InputError(f"{existing} exists already: give another --out or remove it")
+        if options.base is not None:
+            read_base(options.base)
+            if options.base.resolve() == final.resolve():
+                raise InputError("--base names the bundle being created")
         if options.split and not tar:
             raise InputError("--split cuts a tar: give --out FILE.tar")
         repo = GitRepo(self.layout.root)
@@ -158,7 +187,7 @@ class BundleCreator:
         for inv in inventories:
             for item in inv.images:
                 wanted.setdefault(item.image, set()).add(inv.environment)
-        images, fetched, left_out = self._images(sorted(wanted), wanted, registries, options, out)
+        images, fetched, left_out, left_to_base = self._images(sorted(wanted), wanted, registries, options, out)
 
         path = promotion.load(tree)
         record = content.write_repo_bundle(repo, commit, path, promotion.has_origin(repo), out)
@@ -184,6 +213,7 @@ class BundleCreator:
                        "requirements": f"{content.WHEELS_DIR}/{content.REQUIREMENTS}",
                        "files": [w.as_json() for w in wheels]},
             "images": images,
+            **({"base": base_record(options.base, left_to_base)} if options.base else {}),
         }  # fmt: skip
         atomic.write_text(out / BUNDLE_JSON, json.dumps(document, indent=2) + "\n")
         # Leftovers of an earlier try that this one did not write again are not part of it.
@@ -199,8 +229,8 @@ class BundleCreator:
         registries: Mapping[str, str | None],
         options: CreateOptions,
         out: Path,
-    ) -> tuple[list[dict[str, Any]], int, dict[str, list[str]]]:
-        layout = ImageLayout(out / IMAGES_DIR)
+    ) -> tuple[list[dict[str, Any]], int, dict[str, list[str]], int]:
+        layout = ImageLayout(out / IMAGES_DIR, [options.base / IMAGES_DIR] if options.base else [])
         client = RegistryClient(self.environ)
         refs = {name: parse_image(name) for name in names}
         plans = [
@@ -247,4 +277,6 @@ class BundleCreator:
                 f"({report.fetched_bytes / 1e6:.1f} MB), {report.present} present{cut}"
             )
         layout.write_index(entries)
-        return records, fetched, left_out
+        own = {d.digest for plan in plans for d in plan.blobs.values() if layout.blob_path(d.digest).is_file()}
+        left_to_base = len({d.digest for plan in plans for d in plan.blobs.values()} - own)
+        return records, fetched, left_out, left_to_base

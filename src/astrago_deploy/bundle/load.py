@@ -125,6 +125,8 @@ def load(
     dry_run: bool = False,
     workers: int = 4,
     progress: Callable[[int], None] = lambda _size: None,
+    bases: Sequence[Path] = (),
+    incremental: bool = False,
 ) -> LoadReport:
     """Push every image of the layout at `layout_root` into `registry` (`host[:port][/path]`).
 
@@ -136,12 +138,12 @@ def load(
     if on_existing not in ON_EXISTING:
         raise InputError(f"on_existing {on_existing!r}: expected one of {', '.join(ON_EXISTING)}")
     split_host_port(registry.strip().partition("/")[0])
-    checked = verify(layout_root)
+    checked = verify(layout_root, bases=bases, incremental=incremental)
     if checked.problems:
         raise IntegrityError(
             f"{layout_root}: the image layout is damaged, nothing was pushed:\n" + "\n".join(checked.problems)
         )
-    layout = ImageLayout(layout_root)
+    layout = ImageLayout(layout_root, bases)
     plans = _plan(layout, registry)
     report = LoadReport(registry, dry_run, [plan.line for plan in plans])
     _check_tags(client, plans, on_existing, workers)
@@ -163,6 +165,17 @@ def load(
     report.manifests_pushed = sum(len(plan.manifests) + bool(plan.dest.tag) for plan in pushing)
     _read_back(client, pushing, workers)
     return report
+
+
+def _source_of(layout: ImageLayout, blob: Descriptor) -> Path:
+    """The file to upload `blob` from: the layout's, or its base's for an incremental bundle."""
+    found = layout.find_blob(blob)
+    if found is None:
+        raise IntegrityError(
+            f"blob {blob.digest} is left to the base bundle this incremental one builds on, and the site "
+            "registry lacks it: load the base bundle first, or give it with --base"
+        )
+    return found
 
 
 # --- planning ------------------------------------------------------------------------------------
@@ -276,7 +289,7 @@ def _push_blobs(
             if not how:
                 how = UPLOADED
                 if not dry_run:
-                    pushed = client.push_blob(repository, layout.blob_path(blob.digest), blob.digest)
+                    pushed = client.push_blob(repository, _source_of(layout, blob), blob.digest)
                     how = EXISTING if pushed.how == "exists" else UPLOADED
                     if how == UPLOADED:
                         progress(blob.size)

@@ -19,7 +19,7 @@ import concurrent.futures
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,20 +96,32 @@ def blob_relpath(digest: str) -> str:
 
 
 class ImageLayout:
-    """An OCI image layout at `root` (created on first write)."""
+    """An OCI image layout at `root` (created on first write). `bases` are the layouts of the
+    bundles an incremental one builds on: a blob one of them holds is not fetched again, and is
+    read from there (manifests always live in `root`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bases: Sequence[Path] = ()) -> None:
         self.root = root
+        self.bases = tuple(bases)
 
     def blob_path(self, digest: str) -> Path:
+        """Where this layout keeps blob `digest` (where a fetch writes it)."""
         return self.root / blob_relpath(digest)
 
+    def find_blob(self, descriptor: Descriptor) -> Path | None:
+        """This layout's copy of a blob with its size, else a base's; None when none has it."""
+        for root in (self.root, *self.bases):
+            path = root / blob_relpath(descriptor.digest)
+            try:
+                if path.stat().st_size == descriptor.size:
+                    return path
+            except FileNotFoundError:
+                continue
+        return None
+
     def has_blob(self, descriptor: Descriptor) -> bool:
-        """Present under its digest with its size (content is checked by `verify`)."""
-        try:
-            return self.blob_path(descriptor.digest).stat().st_size == descriptor.size
-        except FileNotFoundError:
-            return False
+        """Present (here or in a base) under its digest with its size (content: `verify`)."""
+        return self.find_blob(descriptor) is not None
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -308,10 +320,13 @@ class LayoutReport:
     manifests: int = 0
     blobs: int = 0
     bytes: int = 0
+    from_bases: int = 0  # layers and configs an incremental layout leaves to its base, found there
+    left_to_base: int = 0  # the same, with no base at hand (`incremental`)
     problems: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "fromBases": self.from_bases,
             "images": self.images,
             "manifests": self.manifests,
             "blobs": self.blobs,
@@ -329,8 +344,13 @@ def _blob_files(root: Path) -> Iterator[Path]:
             yield path
 
 
-def verify(root: Path, workers: int | None = None) -> LayoutReport:
-    """Check the layout at `root` from its bytes alone (see the module docstring)."""
+def verify(
+    root: Path, workers: int | None = None, bases: Sequence[Path] = (), incremental: bool = False
+) -> LayoutReport:
+    """Check the layout at `root` from its bytes alone (see the module docstring). A layer or
+    config an incremental layout leaves to its `bases` is checked there, by digest and size;
+    with `incremental` and no base at hand, one that is absent is counted, not a problem (a
+    load finds it on the site, loaded from the base before)."""
     report = LayoutReport()
     layout = ImageLayout(root)
     try:
@@ -384,6 +404,12 @@ def verify(root: Path, workers: int | None = None) -> LayoutReport:
             return
         reached.add(descriptor.digest)
         if descriptor.digest not in actual:
+            if not manifest and _in_base(bases, descriptor, rel):
+                report.from_bases += 1
+                return
+            if not manifest and incremental and not bases:
+                report.left_to_base += 1
+                return
             if not any(problem.startswith(f"{rel}:") for problem in report.problems):
                 report.problems.append(f"{rel}: missing (named by {where})")
             return
@@ -410,6 +436,18 @@ def verify(root: Path, workers: int | None = None) -> LayoutReport:
     for digest in sorted(set(actual) - reached):
         report.problems.append(f"{blob_relpath(digest)}: extra (no image names it)")
     return report
+
+
+def _in_base(bases: Sequence[Path], descriptor: Descriptor, rel: str) -> bool:
+    """Whether a base layout holds the blob with its digest (hashed here) and size."""
+    algorithm = descriptor.digest.partition(":")[0]
+    for base in bases:
+        path = base / rel
+        if path.is_file() and not path.is_symlink():
+            hexdigest, size = hash_file(path, algorithm)
+            if f"{algorithm}:{hexdigest}" == descriptor.digest and size == descriptor.size:
+                return True
+    return False
 
 
 def partial_files(root: Path) -> list[Path]:

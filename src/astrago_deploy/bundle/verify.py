@@ -22,6 +22,7 @@ from typing import Any
 from astrago_deploy.bundle import archive, content, oci_layout, sums
 from astrago_deploy.bundle.create import BUNDLE_JSON, FORMAT, IMAGES_DIR
 from astrago_deploy.core.command import Command, Timeouts
+from astrago_deploy.core.digests import sha256_file
 from astrago_deploy.core.errors import GitError, InputError
 
 
@@ -35,6 +36,7 @@ class VerifyReport:
     blobs: int = 0
     blob_bytes: int = 0
     commit: str = ""
+    from_base: int = 0  # blobs an incremental bundle leaves to its base, found there
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -52,37 +54,40 @@ class VerifyReport:
             "blobs": self.blobs,
             "blobBytes": self.blob_bytes,
             "commit": self.commit,
+            "fromBase": self.from_base,
             "problems": self.problems,
         }
 
 
-def verify(path: Path, extract_to: Path | None = None) -> VerifyReport:
-    """Verify the bundle folder or tar at `path`."""
+def verify(path: Path, extract_to: Path | None = None, base: Path | None = None) -> VerifyReport:
+    """Verify the bundle folder or tar at `path` (an incremental one against its `base` folder)."""
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if path.is_dir():
-        return verify_folder(path)
+        return verify_folder(path, base)
     parent = extract_to or path.parent
     if extract_to is None:
         with tempfile.TemporaryDirectory(prefix=".bundle-verify-", dir=parent) as scratch:
             folder = archive.extract(path, Path(scratch))
-            report = verify_folder(folder)
+            report = verify_folder(folder, base)
     else:
         folder = archive.extract(path, parent)
-        report = verify_folder(folder)
+        report = verify_folder(folder, base)
         if not report.ok:
             shutil.rmtree(folder)
     report.path = path
     return report
 
 
-def verify_folder(root: Path) -> VerifyReport:
+def verify_folder(root: Path, base: Path | None = None) -> VerifyReport:
     report = VerifyReport(root)
     checked = sums.check(root)
     report.files, report.bytes = checked.files, checked.bytes
     report.problems += checked.problems
 
-    layout = oci_layout.verify(root / IMAGES_DIR)
+    report.problems += _base_problems(root, base)
+    layout = oci_layout.verify(root / IMAGES_DIR, bases=[base / IMAGES_DIR] if base else [])
+    report.from_base = layout.from_bases
     report.images, report.manifests, report.blobs, report.blob_bytes = (
         layout.images, layout.manifests, layout.blobs, layout.bytes,
     )  # fmt: skip
@@ -105,6 +110,25 @@ def verify_folder(root: Path) -> VerifyReport:
     if problem:
         report.problems.append(problem)
     return report
+
+
+def _base_problems(root: Path, base: Path | None) -> list[str]:
+    """An incremental bundle needs the base it names (by its bundle.json's digest); a full one none."""
+    try:
+        named = (json.loads((root / BUNDLE_JSON).read_bytes()).get("base") or {}).get("bundleJson", "")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return []  # reported by the bundle.json check
+    if not named:
+        return [f"--base {base}: this bundle is complete, it builds on no other"] if base else []
+    if base is None:
+        return [f"{BUNDLE_JSON}: an incremental bundle on the bundle whose bundle.json is {named}: give it with --base"]
+    try:
+        found = f"sha256:{sha256_file(base / BUNDLE_JSON)}"
+    except FileNotFoundError:
+        return [f"--base {base}: no {BUNDLE_JSON} there"]
+    if found != named:
+        return [f"--base {base}: its {BUNDLE_JSON} is {found}, this bundle builds on {named}"]
+    return []
 
 
 def _listed_sums(root: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from astrago_deploy.core.errors import InputError
         "workers": "Blobs fetched in parallel (default 6)",
         "python": "Python version of the site the wheels are for (default: this one's)",
         "mirror": "Chart mirror (default CHARTS_MIRROR) for the chart archives",
+        "base": "An earlier bundle folder: write an incremental bundle without the image blobs it has",
     },
 )
 @user_errors
@@ -34,6 +35,7 @@ def create(
     workers: int = 6,
     python: str | None = None,
     mirror: str | None = None,
+    base: str | None = None,
 ) -> None:
     """Pack repository, charts, tools, wheels and every image of --env from REF into --out (IMAGE_MIRROR)."""
     from pathlib import Path
@@ -56,7 +58,15 @@ def create(
         raise InputError("--workers must be at least 1")
     site = content.SitePython(python) if python else content.SitePython()
     options = CreateOptions(
-        env, Path(out).resolve(), ref, platforms, archive.parse_size(split) if split else None, workers, mirror, site
+        env,
+        Path(out).resolve(),
+        ref,
+        platforms,
+        archive.parse_size(split) if split else None,
+        workers,
+        mirror,
+        site,
+        Path(base).resolve() if base else None,
     )
     result = BundleCreator(layout_of(ctx), say).run(options)
     for image, left in sorted(result.left_out.items()):
@@ -71,17 +81,22 @@ def create(
     help={
         "json": "Print the evidence as JSON",
         "extract_to": "For a tar: extract into this folder and keep it when the bundle verifies",
+        "base": "For an incremental bundle: the folder of the bundle it builds on",
     }
 )
 @user_errors
-def verify(ctx: Context, path: str, json_: bool = False, extract_to: str | None = None) -> None:
+def verify(
+    ctx: Context, path: str, json_: bool = False, extract_to: str | None = None, base: str | None = None
+) -> None:
     """Check a bundle folder or tar: SHA256SUMS, every blob and manifest, bundle.json, the git bundle."""
     import json
     from pathlib import Path
 
     from astrago_deploy.bundle import verify as verifying
 
-    report = verifying.verify(Path(path).resolve(), Path(extract_to).resolve() if extract_to else None)
+    report = verifying.verify(
+        Path(path).resolve(), Path(extract_to).resolve() if extract_to else None, Path(base).resolve() if base else None
+    )
     if json_:
         say(json.dumps(report.as_json(), indent=2))
     else:
@@ -104,6 +119,7 @@ def verify(ctx: Context, path: str, json_: bool = False, extract_to: str | None 
         "json": "Print the summary as JSON",
         "workers": "Blobs pushed in parallel (default 4)",
         "containerd_config": "Also write DIR/<upstream host>/hosts.toml pointing containerd at REGISTRY",
+        "base": "For an incremental bundle: the folder of the bundle it builds on (blobs the site lacks come from it)",
     }
 )
 @user_errors
@@ -116,15 +132,17 @@ def load(
     json_: bool = False,
     workers: int = 4,
     containerd_config: str | None = None,
+    base: str | None = None,
 ) -> None:
     """Push a verified bundle's images to REGISTRY under their site references (the render's mapping)."""
     import json
     import os
     import sys
     from pathlib import Path
+    from typing import cast
 
     from astrago_deploy.bundle import load as loading
-    from astrago_deploy.bundle.create import IMAGES_DIR
+    from astrago_deploy.bundle.create import BUNDLE_JSON, IMAGES_DIR
     from astrago_deploy.registry.client import RegistryClient
 
     root = Path(path).resolve()
@@ -135,7 +153,15 @@ def load(
         )
     if on_existing not in loading.ON_EXISTING:
         raise InputError(f"--on-existing {on_existing!r}: give one of {', '.join(loading.ON_EXISTING)}")
-    report = loading.load(root / IMAGES_DIR, registry, RegistryClient(), on_existing, dry_run, workers)  # type: ignore[arg-type]
+    bases = [Path(base).resolve() / IMAGES_DIR] if base else []
+    try:
+        incremental = "base" in json.loads((root / BUNDLE_JSON).read_bytes())
+    except (FileNotFoundError, ValueError, TypeError):
+        raise InputError(f"{root} has no readable {BUNDLE_JSON}: run `inv bundle.verify {path}`") from None
+    mode = cast("loading.OnExisting", on_existing)  # checked against ON_EXISTING above
+    report = loading.load(
+        root / IMAGES_DIR, registry, RegistryClient(), mode, dry_run, workers, bases=bases, incremental=incremental
+    )
     if json_:
         say(json.dumps(report.as_json(), indent=2))
     else:
