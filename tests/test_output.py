@@ -122,6 +122,7 @@ SAMPLES = {
     "target": "stage",
     "tar.name": "site.tar",
     "PART_SUFFIX": ".part-",
+    "path": "/srv/site",
     "stage.name": "stage",
     "head.sha[:12]": "0123456789ab",
 }
