@@ -44,7 +44,7 @@ from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.manifest import Platform
 from astrago_deploy.registry.reference import Reference
 from astrago_deploy.render.diff import prepare_vendored
-from astrago_deploy.toolchain.pinned import load_manifest
+from astrago_deploy.toolchain.pinned import load_manifest, share_tools
 
 FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -172,8 +172,7 @@ class BundleCreator:
     def _fill(self, repo: GitRepo, tree: RepoLayout, commit: str, options: CreateOptions, out: Path) -> CreateResult:
         envs = [environments.get(tree, name) for name in options.envs]
         fetcher = Fetcher(mirror=Mirror.from_option(options.mirror), environ=self.environ)
-        if not tree.tools_dir.exists() and self.layout.tools_dir.is_dir():
-            tree.tools_dir.symlink_to(self.layout.tools_dir, target_is_directory=True)
+        share_tools(self.layout, tree)
         prepare_vendored(self.layout, tree, fetcher)
 
         # The images first: what most often fails (a registry, a credential) fails early.
@@ -217,7 +216,7 @@ class BundleCreator:
         }  # fmt: skip
         atomic.write_text(out / BUNDLE_JSON, json.dumps(document, indent=2) + "\n")
         # Leftovers of an earlier try that this one did not write again are not part of it.
-        for partial in ImageLayout(out / IMAGES_DIR).root.rglob("*.partial"):
+        for partial in (out / IMAGES_DIR).rglob("*.partial"):
             partial.unlink()
         sums.write(out)
         return CreateResult(out, commit, len(images), sum(i["size"] for i in images), fetched, left_out)

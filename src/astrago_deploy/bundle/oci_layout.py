@@ -46,7 +46,6 @@ LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"
 SOURCE = "io.astrago.image.source"  # the reference the image was pulled from
 UPSTREAM_DIGEST = "io.astrago.image.upstream-digest"  # the index it was cut from, if it was
-CHUNK = 1024 * 1024
 # Partial downloads are kept beside their blob (`.HEX.PREFIX.partial`): a rerun resumes them.
 _PARTIAL = re.compile(r"^\.[0-9a-f]+\.[0-9a-f]{16}\.partial$")
 
@@ -239,30 +238,26 @@ class ImageLayout:
         unique bytes). One report per planned image, in order."""
         self.init()
         reports = [PullReport(p.entry, p.left_out) for p in planned]
-        needed: dict[str, tuple[Descriptor, Reference]] = {}
+        # Each missing blob once, from the first image that needs it (its report counts it).
+        needed: dict[str, tuple[Descriptor, Reference, PullReport]] = {}
         for plan, report in zip(planned, reports, strict=True):
             for blob in plan.blobs.values():
-                if self.has_blob(blob):
+                if self.has_blob(blob) or blob.digest in needed:
                     report.present += 1
-                elif blob.digest in needed:
-                    report.present += 1  # fetched once, for the image that needs it first
                 else:
-                    needed[blob.digest] = (blob, plan.source)
-        fetched_by: dict[str, int] = {}
-        owner = {digest: next(i for i, p in enumerate(planned) if digest in p.blobs) for digest in needed}
+                    needed[blob.digest] = (blob, plan.source, report)
 
-        def fetch_one(item: tuple[Descriptor, Reference]) -> str:
-            blob, source = item
+        def fetch_one(item: tuple[Descriptor, Reference, PullReport]) -> None:
+            blob, source, _report = item
             client.pull_blob(source, blob.digest, self.blob_path(blob.digest), size=blob.size)
             on_blob(blob.size)
-            return blob.digest
 
+        work = sorted(needed.values(), key=lambda item: -item[0].size)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for digest in pool.map(fetch_one, sorted(needed.values(), key=lambda item: -item[0].size)):
-                fetched_by[digest] = owner[digest]
-        for digest, index in fetched_by.items():
-            reports[index].fetched += 1
-            reports[index].fetched_bytes += needed[digest][0].size
+            list(pool.map(fetch_one, work))
+        for blob, _source, report in work:
+            report.fetched += 1
+            report.fetched_bytes += blob.size
         for plan, report in zip(planned, reports, strict=True):
             for image in plan.images:
                 self.put_manifest(image)

@@ -65,6 +65,7 @@ class SumsReport:
     files: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    listed: dict[str, str] = field(default_factory=dict)  # path -> hex digest, as SHA256SUMS lists them
 
 
 def check(root: Path, workers: int | None = None) -> SumsReport:
@@ -79,7 +80,7 @@ def check(root: Path, workers: int | None = None) -> SumsReport:
     except UnicodeDecodeError:
         report.problems.append(f"{SUMS_FILE}: not UTF-8 text")
         return report
-    listed: dict[str, str] = {}
+    listed = report.listed
     for number, line in enumerate(text.splitlines(), start=1):
         match = _LINE.match(line)
         if not match:

@@ -85,7 +85,8 @@ def verify_folder(root: Path, base: Path | None = None) -> VerifyReport:
     report.files, report.bytes = checked.files, checked.bytes
     report.problems += checked.problems
 
-    report.problems += _base_problems(root, base)
+    document, document_problem = _read_document(root)
+    report.problems += _base_problems(document, base)
     layout = oci_layout.verify(root / IMAGES_DIR, bases=[base / IMAGES_DIR] if base else [])
     report.from_base = layout.from_bases
     report.images, report.manifests, report.blobs, report.blob_bytes = (
@@ -93,31 +94,36 @@ def verify_folder(root: Path, base: Path | None = None) -> VerifyReport:
     )  # fmt: skip
     report.problems += [f"{IMAGES_DIR}/{problem}" for problem in layout.problems]
 
-    try:
-        document = json.loads((root / BUNDLE_JSON).read_bytes())
-    except FileNotFoundError:
-        report.problems.append(f"{BUNDLE_JSON}: missing")
+    if document is None:
+        report.problems.append(document_problem)
         return report
-    except ValueError as exc:
-        report.problems.append(f"{BUNDLE_JSON}: not JSON ({exc})")
-        return report
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        found = document.get("format") if isinstance(document, dict) else None
-        report.problems.append(f"{BUNDLE_JSON}: format {found!r}, this suite reads format {FORMAT}")
-        return report
-    report.problems += _consistency(root, document)
+    report.problems += _consistency(root, document, checked.listed)
     report.commit, problem = _check_repo(root, str((document.get("source") or {}).get("commit", "")))
     if problem:
         report.problems.append(problem)
     return report
 
 
-def _base_problems(root: Path, base: Path | None) -> list[str]:
-    """An incremental bundle needs the base it names (by its bundle.json's digest); a full one none."""
+def _read_document(root: Path) -> tuple[dict[str, Any] | None, str]:
+    """bundle.json, or None and why it cannot be used."""
     try:
-        named = (json.loads((root / BUNDLE_JSON).read_bytes()).get("base") or {}).get("bundleJson", "")
-    except (FileNotFoundError, ValueError, AttributeError):
+        document = json.loads((root / BUNDLE_JSON).read_bytes())
+    except FileNotFoundError:
+        return None, f"{BUNDLE_JSON}: missing"
+    except ValueError as exc:
+        return None, f"{BUNDLE_JSON}: not JSON ({exc})"
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        return None, f"{BUNDLE_JSON}: format {found!r}, this suite reads format {FORMAT}"
+    return document, ""
+
+
+def _base_problems(document: dict[str, Any] | None, base: Path | None) -> list[str]:
+    """An incremental bundle needs the base it names (by its bundle.json's digest); a full one none."""
+    if document is None:
         return []  # reported by the bundle.json check
+    recorded = document.get("base")
+    named = recorded.get("bundleJson", "") if isinstance(recorded, dict) else ""
     if not named:
         return [f"--base {base}: this bundle is complete, it builds on no other"] if base else []
     if base is None:
@@ -131,22 +137,9 @@ def _base_problems(root: Path, base: Path | None) -> list[str]:
     return []
 
 
-def _listed_sums(root: Path) -> dict[str, str]:
-    try:
-        text = (root / sums.SUMS_FILE).read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return {}
-    found = {}
-    for line in text.splitlines():
-        hexdigest, _, rel = line.partition("  ")
-        found[rel] = hexdigest
-    return found
-
-
-def _consistency(root: Path, document: dict[str, Any]) -> list[str]:
+def _consistency(root: Path, document: dict[str, Any], listed: dict[str, str]) -> list[str]:
     """bundle.json against the files: what it names is there, with the digest it says."""
     problems: list[str] = []
-    listed = _listed_sums(root)
 
     def expect(rel: object, hexdigest: object, what: str) -> None:
         if not isinstance(rel, str) or not sums.safe_relative(rel):

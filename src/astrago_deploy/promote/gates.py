@@ -25,7 +25,7 @@ from astrago_deploy.patches import check as patch_check
 from astrago_deploy.patches.kustomize import PatchStatus
 from astrago_deploy.render.diff import prepare_vendored
 from astrago_deploy.render.renderer import Renderer
-from astrago_deploy.toolchain.pinned import PinnedTools
+from astrago_deploy.toolchain.pinned import PinnedTools, share_tools
 from astrago_deploy.validate import validation
 
 
@@ -56,15 +56,8 @@ class GateRun:
         return "\n".join(f"{g.name}: {g.summary}\n{g.output}".rstrip() for g in self.gates if not g.ok)
 
 
-def adopt_tools(layout: RepoLayout, tree: RepoLayout) -> None:
-    """Let the worktree run this checkout's verified tools (tasks in it look for .tools/)."""
-    link = tree.tools_dir
-    if not link.exists() and layout.tools_dir.is_dir():
-        link.symlink_to(layout.tools_dir, target_is_directory=True)
-
-
 def prepare(layout: RepoLayout, tree: RepoLayout, fetcher: Fetcher) -> None:
-    adopt_tools(layout, tree)
+    share_tools(layout, tree)
     prepare_vendored(layout, tree, fetcher)
 
 

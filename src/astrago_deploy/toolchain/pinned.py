@@ -195,6 +195,13 @@ def run_tmp_dir(parent: Path) -> Path:
         return folder
 
 
+def share_tools(layout: RepoLayout, tree: RepoLayout) -> None:
+    """Let a temporary worktree `tree` run `layout`'s verified tools (tasks in it look for .tools/)."""
+    link = tree.tools_dir
+    if not link.exists() and layout.tools_dir.is_dir():
+        link.symlink_to(layout.tools_dir, target_is_directory=True)
+
+
 def expand_env(text: str, environ: Mapping[str, str]) -> str:
     def repl(match: re.Match[str]) -> str:
         return environ.get(match["name"]) or (match["default"] or "")
