@@ -14,7 +14,10 @@ Everything is content-addressed and checked while it is read:
 
 Authentication (see `auth`): anonymous, Basic on a Basic challenge, Bearer tokens cached per
 (registry host, scope); a 401 leads to one (re-)authentication and one retry, then a clear
-error. Plain HTTP only for loopback registries and hosts the caller lists (see `reference`).
+error. Plain HTTP only for loopback registries and hosts the caller lists (see `reference`). A
+registry given as `insecure` (`--insecure`) is spoken to over HTTPS without checking its
+certificate, or over plain HTTP when it speaks no TLS (found with one probe, as Docker does for
+its insecure registries); credentials go to it either way, as the caller asked.
 GET and HEAD are retried on connection failures and 408/429/5xx with backoff, honouring
 `Retry-After` (the package's one retry policy, `core.http.new_session`).
 
@@ -45,6 +48,7 @@ import requests
 import urllib3
 
 from astrago_deploy.core.command import timeout_scale
+from astrago_deploy.core.errors import InputError
 from astrago_deploy.core.http import (
     DEFAULT_DEADLINE,
     DEFAULT_READ_TIMEOUT,
@@ -72,7 +76,7 @@ from astrago_deploy.registry.manifest import (
     Manifest,
     digest_of,
 )
-from astrago_deploy.registry.reference import DIGEST, Reference, plain_http_hosts, uses_plain_http
+from astrago_deploy.registry.reference import DIGEST, Reference, plain_http_hosts, split_host_port, uses_plain_http
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 CHUNK = 1024 * 1024
@@ -200,11 +204,16 @@ class RegistryClient:
         timeout: float | None = None,
         deadline: float | None = None,
         plain_http: Iterable[str] | None = None,
+        insecure: Iterable[str] = (),
     ) -> None:
         """`timeout` (one wait for the registry's next bytes) and `deadline` (one whole operation)
         are seconds as given; left out, `core.http`'s defaults times `ASTRAGO_TIMEOUT_SCALE`."""
         self.environ: Mapping[str, str] = dict(os.environ) if environ is None else environ
         self.plain_http = frozenset(plain_http) if plain_http is not None else plain_http_hosts(self.environ)
+        self.insecure = frozenset(host.strip().lower() for host in insecure if host.strip())
+        self._schemes: dict[str, str] = {}  # insecure registry -> "https" or "http", once probed
+        if self.insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the caller chose this
         self.retries = retries
         self.backoff = backoff
         scale = timeout_scale(self.environ)
@@ -241,8 +250,44 @@ class RegistryClient:
     # --- addresses -----------------------------------------------------------------------
 
     def base_url(self, registry: str) -> str:
-        scheme = "http" if uses_plain_http(registry, self.plain_http) else "https"
-        return f"{scheme}://{registry}/v2/"
+        return f"{self.scheme(registry)}://{registry}/v2/"
+
+    def scheme(self, registry: str) -> str:
+        """ "http" or "https" for `registry`: an insecure one is probed once (HTTPS, unverified,
+        else plain HTTP when the answer is no TLS at all)."""
+        if not self.is_insecure(registry):
+            return "http" if uses_plain_http(registry, self.plain_http) else "https"
+        key = registry.lower()
+        with self._lock:
+            known = self._schemes.get(key)
+        if known is not None:
+            return known
+        scheme = "https"
+        probe = new_session(0, 0, status=frozenset())
+        try:
+            probe.get(f"https://{registry}/v2/", verify=False, timeout=self.timeout, allow_redirects=False).close()
+        except requests.exceptions.SSLError:
+            scheme = "http"  # a plain HTTP server answers a TLS hello with no TLS
+        except requests.RequestException:
+            pass  # unreachable: the request that follows says so, over HTTPS
+        finally:
+            probe.close()
+        with self._lock:
+            return self._schemes.setdefault(key, scheme)
+
+    def is_insecure(self, registry: str) -> bool:
+        """Whether `registry` (host or host:port) was given as insecure, by host:port or host."""
+        if not self.insecure:
+            return False
+        try:
+            host, _port = split_host_port(registry)
+        except InputError:
+            return False
+        return registry.lower() in self.insecure or host.lower() in self.insecure
+
+    def _verify(self, url: str) -> bool:
+        """Whether TLS certificates are checked for `url`: always, but for an insecure registry."""
+        return not self.is_insecure(urlsplit(url).netloc)
 
     def _url(self, ref: Reference, tail: str) -> str:
         return f"{self.base_url(ref.registry)}{ref.repository}/{tail}"
@@ -328,6 +373,7 @@ class RegistryClient:
                 params=params,
                 data=data,
                 auth=auth,
+                verify=self._verify(url),
                 stream=True,
                 timeout=(self.timeout, deadline.read_timeout(self.timeout)),
             )
@@ -358,7 +404,8 @@ class RegistryClient:
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise AccessDeniedError(ref.name, "the registry's token challenge names no usable realm")
-        if parts.scheme == "http" and creds is not None and not uses_plain_http(parts.netloc, self.plain_http):
+        plain_ok = uses_plain_http(parts.netloc, self.plain_http) or self.is_insecure(parts.netloc)
+        if parts.scheme == "http" and creds is not None and not plain_ok:
             raise AccessDeniedError(
                 ref.name, f"refusing to send credentials to the token service {_shown(realm)} over plain HTTP"
             )
@@ -373,6 +420,7 @@ class RegistryClient:
                 params=params,
                 auth=requests.auth.HTTPBasicAuth(*creds) if creds else _ANONYMOUS,
                 headers={"Accept": "application/json"},
+                verify=self._verify(realm),
                 stream=True,
                 timeout=(self.timeout, deadline.read_timeout(self.timeout)),
             ) as reply:
@@ -416,6 +464,62 @@ class RegistryClient:
         if resp.status_code == 403:
             raise AccessDeniedError(ref.name, f"access denied (HTTP 403{codes})")
         raise RegistryError(ref.name, f"{method} {_shown(resp.url)}: HTTP {resp.status_code}{codes}")
+
+    # --- a registry's own API beside /v2/ (Harbor's /api/v2.0) ---------------------------
+
+    @_bounded
+    def api(
+        self,
+        registry: str,
+        method: str,
+        path: str,
+        *,
+        ok: Iterable[int] = (200,),
+        params: list[tuple[str, str]] | None = None,
+        document: Any = None,
+    ) -> tuple[int, Any]:
+        """One request to `path` (e.g. `/api/v2.0/projects`) on `registry`, sending `document` as
+        JSON and the host's Basic credentials when they are set (such APIs take them without a
+        challenge); (status, the JSON answer or None). A status outside `ok` is an error naming
+        it: 401/403 an `AccessDeniedError` saying where credentials come from."""
+        url = f"{self.scheme(registry)}://{registry}{path}"
+        creds = host_credentials(registry, self.environ)
+        deadline = self._deadline()
+        headers = {"Accept": "application/json"}
+        data = None
+        if document is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(document).encode()
+        try:
+            with self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                auth=requests.auth.HTTPBasicAuth(*creds) if creds else _ANONYMOUS,
+                verify=self._verify(url),
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.timeout, deadline.read_timeout(self.timeout)),
+            ) as resp:
+                status = resp.status_code
+                what = f"{method} {path}"
+                body = b"" if method == "HEAD" else _read_limited(resp, MAX_TOKEN_REPLY, registry, what, deadline)
+        except requests.RequestException as exc:
+            if deadline_reached(exc) is not None or deadline.passed():
+                raise deadline.missed(registry, url, _reason(exc)) from exc
+            raise RegistryError(registry, f"{method} {_shown(url)} failed: {_reason(exc)}") from exc
+        if status not in frozenset(ok):
+            codes = _api_errors(body)
+            if status in (401, 403):
+                hint = "the credentials were refused" if creds else f"none are set ({credentials_hint(registry)})"
+                raise AccessDeniedError(registry, f"{method} {_shown(url)}: HTTP {status}{codes}: {hint}")
+            raise RegistryError(registry, f"{method} {_shown(url)}: HTTP {status}{codes}")
+        try:
+            return status, json.loads(body) if body.strip() else None
+        except ValueError:
+            return status, None
 
     # --- manifests -----------------------------------------------------------------------
 
@@ -814,9 +918,16 @@ def _media_type(data: bytes, content_type: str, ref: Reference) -> str:
 def _error_codes(resp: requests.Response, deadline: _Deadline) -> str:
     """`: CODE (message)` from a registry error body, when it has one."""
     try:
-        body = json.loads(_read_limited(resp, MAX_ERROR_BODY, "", "error body", deadline))
-        errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-    except (ValueError, AttributeError, RegistryError):
+        return _api_errors(_read_limited(resp, MAX_ERROR_BODY, "", "error body", deadline))
+    except RegistryError:
+        return ""
+
+
+def _api_errors(body: bytes) -> str:
+    """`: CODE (message)` from an API's `{"errors": [...]}` answer (Harbor's and the registry's shape)."""
+    try:
+        errors = [e for e in json.loads(body).get("errors") or [] if isinstance(e, dict)]
+    except (ValueError, AttributeError):
         return ""
     shown = [f"{e.get('code', '?')} ({str(e.get('message', ''))[:200]})" for e in errors[:3]]
     return f": {'; '.join(shown)}" if shown else ""
