@@ -53,9 +53,10 @@ def _answers(host: str) -> bool:
 
 
 class RegistryProcess:
-    """`docker-registry serve` on 127.0.0.1, storage under `root`; `auth` is a YAML `auth:` block."""
+    """`docker-registry serve` on 127.0.0.1, storage under `root`; `auth` is a YAML `auth:` block;
+    `tls` (certificate, key) serves HTTPS."""
 
-    def __init__(self, root: Path, auth: str = "") -> None:
+    def __init__(self, root: Path, auth: str = "", tls: tuple[Path, Path] | None = None) -> None:
         self.root = root
         self.storage = root / "data"
         self.log = root / "registry.log"
@@ -69,7 +70,9 @@ class RegistryProcess:
                 "version: 0.1\n"
                 "log:\n  level: error\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
-                f"http:\n  addr: {host}\n{auth}"
+                f"http:\n  addr: {host}\n"
+                + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+                + auth
             )
             with self.log.open("wb") as out:
                 process = subprocess.Popen([str(REGISTRY_BINARY), "serve", str(config)], stdout=out, stderr=out)

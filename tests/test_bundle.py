@@ -241,11 +241,11 @@ def test_containerd_hosts_name_the_site_registry_with_its_path_and_refuse_odd_ho
         'server = "https://nvcr.io"\n\n[host."https://harbor.site:8443/v2/mirror"]\n'
         '  capabilities = ["pull", "resolve"]\n  override_path = true\n'
     )
-    written = containerd.write_hosts(tmp_path, ["quay.io", "quay.io"], "10.0.0.5:30002", frozenset({"10.0.0.5:30002"}))
+    written = containerd.write_hosts(tmp_path, ["quay.io", "quay.io"], "10.0.0.5:30002", plain_http=True)
     assert written == [tmp_path / "quay.io" / "hosts.toml"]
     assert '[host."http://10.0.0.5:30002"]' in written[0].read_text()
     with pytest.raises(InputError, match="invalid registry host"):
-        containerd.write_hosts(tmp_path, ["../etc"], "10.0.0.5:30002", frozenset())
+        containerd.write_hosts(tmp_path, ["../etc"], "10.0.0.5:30002", plain_http=False)
 
 
 def test_an_incremental_bundle_carries_only_the_blobs_its_base_lacks(

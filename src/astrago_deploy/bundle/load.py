@@ -16,7 +16,8 @@ Nothing is pushed before everything that can refuse the load has been checked: t
 verified from its bytes (a damaged one is refused, every problem named), every image's site
 reference computed (two different images may not land on one tag), and every tag looked up, so
 `on_existing="fail"` refuses before the first byte. After pushing, each pushed tag is read back
-and must name the layout's digest.
+and must name the layout's digest. On a Harbor site the missing projects are created just before
+the first blob (`registry.harbor`), since Harbor refuses a push into a project it lacks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from astrago_deploy.bundle.oci_layout import ImageEntry, ImageLayout, verify
 from astrago_deploy.core.errors import AstragoError, FetchError, InputError, IntegrityError
 from astrago_deploy.core.parallel import run_jobs
 from astrago_deploy.images.reference import parse_image, site_reference
+from astrago_deploy.registry import harbor
 from astrago_deploy.registry.client import RegistryClient
 from astrago_deploy.registry.manifest import Descriptor, Manifest
 from astrago_deploy.registry.reference import Reference, split_host_port
@@ -70,23 +72,31 @@ class LoadReport:
     blobs: Counter[str] = field(default_factory=Counter)  # UPLOADED / MOUNTED / EXISTING -> count
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
+    harbor: str = ""  # the site's Harbor version, when it is one
+    projects_created: list[str] = field(default_factory=list)  # Harbor projects (in a dry run: to create)
 
     def count(self, outcome: str) -> int:
         return sum(1 for image in self.images if image.outcome == outcome)
 
     @property
     def pushed_nothing(self) -> bool:
-        return not (self.count(PUSHED) or self.blobs[UPLOADED] or self.blobs[MOUNTED] or self.manifests_pushed)
+        pushed = self.count(PUSHED) or self.blobs[UPLOADED] or self.blobs[MOUNTED] or self.manifests_pushed
+        return not (pushed or self.projects_created)
 
     def summary(self) -> str:
         """One line for the console."""
         would = "would push" if self.dry_run else "pushed"
         if self.pushed_nothing and not self.count(SKIPPED):
             return f"nothing to push: all {len(self.images)} images are present in {self.registry}"
+        projects = ""
+        if self.projects_created:
+            made = "to create" if self.dry_run else "created"
+            projects = f"; Harbor projects {made}: {', '.join(self.projects_created)}"
         return (
             f"{self.count(PUSHED)} images {would}, {self.count(PRESENT)} present, {self.count(SKIPPED)} skipped"
             f" (their tag names another image); blobs: {self.blobs[UPLOADED]} uploaded"
             f" ({self.bytes_uploaded} bytes), {self.blobs[MOUNTED]} mounted, {self.blobs[EXISTING]} already there"
+            + projects
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -98,6 +108,8 @@ class LoadReport:
             "blobs": {how: self.blobs[how] for how in (UPLOADED, MOUNTED, EXISTING)},
             "bytes_uploaded": self.bytes_uploaded,
             "manifests_pushed": self.manifests_pushed,
+            "harbor": self.harbor or None,
+            "projects_created": self.projects_created,
             "entries": [image.as_json() for image in self.images],
         }
 
@@ -127,6 +139,7 @@ def load(
     progress: Callable[[int], None] = lambda _size: None,
     bases: Sequence[Path] = (),
     incremental: bool = False,
+    starting: Callable[[int], None] = lambda _total: None,
 ) -> LoadReport:
     """Push every image of the layout at `layout_root` into `registry` (`host[:port][/path]`).
 
@@ -134,7 +147,8 @@ def load(
     ("skip", reported), refuse the whole load before pushing anything ("fail"), or push
     ("overwrite"). A tag that already names the layout's digest is left alone ("present").
     `dry_run` only looks (HEAD requests) and reports what a load would push. `progress` is told
-    the size of each blob uploaded (a progress bar by bytes), from the pool's threads."""
+    the size of each blob uploaded (a progress bar by bytes), from the pool's threads; `starting`
+    is told, before the first blob, how many bytes at most the load uploads (its total)."""
     if on_existing not in ON_EXISTING:
         raise InputError(f"on_existing {on_existing!r}: expected one of {', '.join(ON_EXISTING)}")
     split_host_port(registry.strip().partition("/")[0])
@@ -149,11 +163,8 @@ def load(
     _check_tags(client, plans, on_existing, workers)
     pushing = [plan for plan in plans if plan.line.outcome == PUSHED]
     present = [plan for plan in plans if plan.line.outcome == PRESENT]
-    # TODO(issue 16, `inv bundle.load` wiring): on a Harbor site, create each missing project
-    # (the first path component of a site repository) with POST /api/v2.0/projects before the
-    # first blob: Harbor refuses pushes into a project that does not exist. The core has no
-    # Harbor API client yet (nothing speaks /api/v2.0); it belongs there, not in this module.
-    _push_blobs(client, layout, pushing, present, report, dry_run, workers, progress)
+    _harbor_projects(client, registry, pushing, report)
+    _push_blobs(client, layout, pushing, present, report, dry_run, workers, progress, starting)
     if dry_run:
         return report
     _run(
@@ -165,6 +176,20 @@ def load(
     report.manifests_pushed = sum(len(plan.manifests) + bool(plan.dest.tag) for plan in pushing)
     _read_back(client, pushing, workers)
     return report
+
+
+def _harbor_projects(client: RegistryClient, registry: str, plans: Sequence[_Plan], report: LoadReport) -> None:
+    """On a Harbor site, the projects the images go to are created first (Harbor refuses a push
+    into a missing one); in a dry run, only named. A plain registry needs nothing."""
+    host = registry.strip().partition("/")[0]
+    report.harbor = harbor.harbor_version(client, host) or ""
+    if not report.harbor or not plans:
+        return
+    projects = {harbor.project_of(plan.dest.repository) for plan in plans}
+    missing = harbor.missing_projects(client, host, projects)
+    if not report.dry_run:
+        missing = [project for project in missing if harbor.create_project(client, host, project)]
+    report.projects_created = missing
 
 
 def _source_of(layout: ImageLayout, blob: Descriptor) -> Path:
@@ -262,6 +287,7 @@ def _push_blobs(
     dry_run: bool,
     workers: int,
     progress: Callable[[int], None],
+    starting: Callable[[int], None],
 ) -> None:
     """The blobs of `plans` into their repositories; an image `present` on the site holds all of
     its blobs (a registry takes no manifest whose blobs it lacks), so they are mounted from it."""
@@ -274,6 +300,8 @@ def _push_blobs(
                 repositories.append(plan.dest)
     # Largest first: one big layer started last would leave the other workers idle at the end.
     order = sorted(wanted.values(), key=lambda item: -item[0].size)
+    if not dry_run:
+        starting(sum(blob.size for blob, _repositories in order if blob.digest not in held))
 
     def place(blob: Descriptor, repositories: list[Reference]) -> list[str]:
         """`blob` into each of `repositories` in turn: HEAD, else mount from one that has it, else upload."""

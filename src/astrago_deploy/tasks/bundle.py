@@ -114,6 +114,7 @@ def verify(
 @task(
     help={
         "registry": "Site registry HOST[:PORT][/PATH] to push the images to",
+        "insecure": "The site registry has a certificate this machine does not trust, or speaks plain HTTP",
         "on_existing": "A tag the site has for another image: skip (default), fail, or overwrite",
         "dry_run": "Only look: report what a load would push",
         "json": "Print the summary as JSON",
@@ -127,6 +128,7 @@ def load(
     ctx: Context,
     path: str,
     registry: str,
+    insecure: bool = False,
     on_existing: str = "skip",
     dry_run: bool = False,
     json_: bool = False,
@@ -134,15 +136,16 @@ def load(
     containerd_config: str | None = None,
     base: str | None = None,
 ) -> None:
-    """Push a verified bundle's images to REGISTRY under their site references (the render's mapping)."""
+    """Push a verified bundle's images to REGISTRY under their site references (the render's mapping);
+    on a Harbor registry, create the missing projects first."""
     import json
-    import os
     import sys
     from pathlib import Path
     from typing import cast
 
     from astrago_deploy.bundle import load as loading
     from astrago_deploy.bundle.create import BUNDLE_JSON, IMAGES_DIR
+    from astrago_deploy.core.console import ByteProgress
     from astrago_deploy.registry.client import RegistryClient
 
     root = Path(path).resolve()
@@ -159,9 +162,27 @@ def load(
     except (FileNotFoundError, ValueError, TypeError):
         raise InputError(f"{root} has no readable {BUNDLE_JSON}: run `inv bundle.verify {path}`") from None
     mode = cast("loading.OnExisting", on_existing)  # checked against ON_EXISTING above
-    report = loading.load(
-        root / IMAGES_DIR, registry, RegistryClient(), mode, dry_run, workers, bases=bases, incremental=incremental
-    )
+    host = registry.strip().partition("/")[0]
+    if insecure:
+        print(f"warning: {host}: TLS certificates are not checked (--insecure)", file=sys.stderr)
+    bars: list[ByteProgress] = []
+    client = RegistryClient(insecure=[host] if insecure else ())
+    try:
+        report = loading.load(
+            root / IMAGES_DIR,
+            registry,
+            client,
+            mode,
+            dry_run,
+            workers,
+            progress=lambda size: bars[0].advance(size),  # noqa: PLW0108 (the bar comes with `starting`)
+            bases=bases,
+            incremental=incremental,
+            starting=lambda total: bars.append(ByteProgress(total, "uploading blobs")),
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     if json_:
         say(json.dumps(report.as_json(), indent=2))
     else:
@@ -170,11 +191,11 @@ def load(
         from astrago_deploy.bundle import containerd
         from astrago_deploy.bundle.oci_layout import ImageLayout
         from astrago_deploy.images.reference import parse_image
-        from astrago_deploy.registry.reference import plain_http_hosts
 
         upstreams = {parse_image(entry.source).registry for entry in ImageLayout(root / IMAGES_DIR).entries()}
         folder = Path(containerd_config).resolve()
-        written = containerd.write_hosts(folder, upstreams, registry, plain_http_hosts(os.environ))
+        plain = client.scheme(host) == "http"  # as the load spoke to it
+        written = containerd.write_hosts(folder, upstreams, registry, plain, skip_verify=insecure)
         message = f"containerd: {len(written)} hosts.toml under {folder} (set config_path to it)"
         if json_:  # stdout stays one JSON document
             print(message, file=sys.stderr)
