@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,9 @@ def main() -> None:
     sha256sum = shutil.which("sha256sum")
     openssl = shutil.which("openssl")
     cores = os.cpu_count() or 1
+    # A SIGTERM (nox or CI cancelling the run) unwinds like Ctrl-C, so the registries are stopped
+    # and the temporary folder removed instead of left behind.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
         work = Path(tmp)
         registries: list[RegistryProcess] = []
