@@ -130,6 +130,12 @@ def _run(argv: list[str], cwd: Path | None = None) -> None:
         raise SystemExit(f"benchmark: {' '.join(argv[:4])} failed ({done.returncode}): {done.stderr.decode()}")
 
 
+def _run_each(argvs: list[list[str]]) -> None:
+    """One after another, as a person copying image by image would."""
+    for argv in argvs:
+        _run(argv)
+
+
 def _blobs(layout: Path) -> dict[str, int]:
     return {path.name: path.stat().st_size for path in (layout / "blobs" / "sha256").iterdir()}
 
@@ -242,7 +248,7 @@ def _measure(
     if skopeo:
         theirs = work / "skopeo"
         argv = [*policy, "--src-tls-verify=false", "--src-no-creds"]
-        seconds = timed(lambda: [_run([*argv, f"docker://{ref}", f"oci:{theirs}:{ref.tag}"]) for ref in refs])
+        seconds = timed(lambda: _run_each([[*argv, f"docker://{ref}", f"oci:{theirs}:{ref.tag}"] for ref in refs]))
         differ = sorted(set(_blobs(theirs).items()) ^ set(blobs.items()))
         if differ:
             raise SystemExit(f"benchmark: skopeo's layout and ours hold different blobs: {differ}")
@@ -291,12 +297,8 @@ def _measure(
     if skopeo:
         other = registry("skopeo-site")
         argv = [*policy, "--dest-tls-verify=false", "--dest-no-creds"]
-        seconds = timed(
-            lambda: [
-                _run([*argv, f"oci:{ours}:{ref.tag}", f"docker://{other.host}/{ref.repository}:{ref.tag}"])
-                for ref in refs
-            ]
-        )
+        argvs = [[*argv, f"oci:{ours}:{ref.tag}", f"docker://{other.host}/{ref.repository}:{ref.tag}"] for ref in refs]
+        seconds = timed(lambda: _run_each(argvs))
         for ref in refs:
             served = client.head_manifest(Reference(other.host, ref.repository, ref.tag))
             loaded = client.head_manifest(Reference(site.host, ref.repository, ref.tag))
