@@ -124,6 +124,6 @@ def promotion(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print figures: sync, render vs helmfile, a whole upgrade, a promotion, registry vs skopeo."""
+    """Print benchmark figures: sync, render vs helmfile, an upgrade, a promotion, registry and bundle vs skopeo."""
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run(PYTHON, str(script), *session.posargs)
