@@ -269,8 +269,8 @@ def test_precompiled_driver_is_a_warning_at_its_field(tmp_path: Path) -> None:
 def test_unknown_custom_resource_with_image_like_fields_warns_with_its_location(tmp_path: Path) -> None:
     folder = tmp_path / "rendered" / "dev"
     custom = {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "Prometheus",
+        "apiVersion": "tracing.example.com/v1",
+        "kind": "Collector",
         "metadata": {"name": "main", "namespace": "monitoring"},
         "spec": {"image": "quay.io/prometheus/prometheus:v2.54.1", "thanos": {"repository": "quay.io/thanos/thanos", "tag": "v0.36"}},
     }
@@ -279,10 +279,63 @@ def test_unknown_custom_resource_with_image_like_fields_warns_with_its_location(
     uses, findings = rendered_uses(folder, KindContext(), shown_root=tmp_path)
     assert uses == []
     assert [(f.severity, f.file, f.key) for f in findings] == [
-        ("warning", str(path.relative_to(tmp_path)), "Prometheus/monitoring/main spec.image"),
-        ("warning", str(path.relative_to(tmp_path)), "Prometheus/monitoring/main spec.thanos.repository"),
+        ("warning", str(path.relative_to(tmp_path)), "Collector/monitoring/main spec.image"),
+        ("warning", str(path.relative_to(tmp_path)), "Collector/monitoring/main spec.thanos.repository"),
     ]
     assert "quay.io/prometheus/prometheus:v2.54.1" in findings[0].message and "images/kinds" in findings[0].fix
+
+
+def monitoring_resource(kind: str, spec: dict[str, Any], api: str = "v1") -> dict[str, Any]:
+    meta = {"name": "main", "namespace": "monitoring"}
+    return {"apiVersion": f"monitoring.coreos.com/{api}", "kind": kind, "metadata": meta, "spec": spec}
+
+
+def test_prometheus_operator_resources_and_the_config_reloader_flag(tmp_path: Path) -> None:
+    folder = tmp_path / "rendered" / "dev"
+    reloader = "quay.io/prometheus-operator/prometheus-config-reloader:v0.73.2"
+    operator = workload(
+        "Deployment",
+        "prometheus-operator",
+        pod([{"name": "operator", "image": "quay.io/prometheus-operator/prometheus-operator:v0.73.2",
+              "args": ["--kubelet-service=kube-system/kubelet", f"--prometheus-config-reloader={reloader}"]}]),
+    )  # fmt: skip
+    docs = [
+        operator,
+        monitoring_resource(
+            "Prometheus",
+            {
+                "image": "quay.io/prometheus/prometheus:v2.51.2",
+                "version": "v2.51.2",
+                "thanos": {},  # the sidecar runs, on the operator's default version: not knowable
+                "containers": [{"name": "config-reloader"}, {"name": "oauth", "image": "quay.io/oauth2-proxy/oauth2-proxy:v7.6.0"}],
+            },
+        ),
+        monitoring_resource("Alertmanager", {"version": "v0.27.0"}),  # base image and version
+        monitoring_resource("ThanosRuler", {"baseImage": "quay.io/thanos/thanos", "sha": "ab" * 32}),
+        monitoring_resource("PrometheusAgent", {"tag": "v2.51.2"}, api="v1alpha1"),
+    ]
+    write_release(folder, "prometheus", docs)
+    uses, findings = rendered_uses(folder, KindContext())
+    found = {(use.resource, use.field): use.image for use in uses}
+    assert found == {
+        ("Deployment/apps/prometheus-operator", "spec.template.spec.containers[operator].image"):
+            "quay.io/prometheus-operator/prometheus-operator:v0.73.2",
+        ("Deployment/apps/prometheus-operator", "spec.template.spec.containers[operator].args[--prometheus-config-reloader]"):
+            reloader,
+        ("Prometheus/monitoring/main", "spec.image"): "quay.io/prometheus/prometheus:v2.51.2",
+        ("Prometheus/monitoring/main", "spec.containers[oauth].image"): "quay.io/oauth2-proxy/oauth2-proxy:v7.6.0",
+        ("Alertmanager/monitoring/main", "spec.image"): "quay.io/prometheus/alertmanager:v0.27.0",
+        ("ThanosRuler/monitoring/main", "spec.image"): f"quay.io/thanos/thanos@sha256:{'ab' * 32}",
+        ("PrometheusAgent/monitoring/main", "spec.image"): "quay.io/prometheus/prometheus:v2.51.2",
+    }  # fmt: skip
+    assert [(f.severity, f.key) for f in findings] == [("warning", "Prometheus/monitoring/main spec.thanos.image")]
+    assert "built-in default" in findings[0].message
+
+    # The flag's other spelling (`--flag VALUE`) and a note saying who pulls the reloader.
+    operator["spec"]["template"]["spec"]["containers"][0]["args"] = ["--prometheus-config-reloader", reloader]
+    write_release(folder, "prometheus", [operator])
+    (use,) = [u for u in rendered_uses(folder, KindContext())[0] if u.image == reloader]
+    assert "every Prometheus and Alertmanager pod" in use.note
 
 
 def test_unparseable_reference_is_an_error_naming_release_resource_and_field(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
-"""Every place a rendered release names an image: pod specs, operator env vars, kind plugins.
+"""Every place a rendered release names an image: pod specs, operator env vars and flags, kind plugins.
 
 Pod specs of the workload kinds (containers, initContainers, ephemeralContainers) give each
-container's `image` and every `*_IMAGE` env value (operators start pods from those); custom
+container's `image`, every `*_IMAGE` env value and the image flags of `IMAGE_FLAGS` in its
+args (operators start pods from those); custom
 resources go to their kind's plugin (images/kinds/). A custom resource of a kind with no plugin
 whose fields look like images (`image`, `*Image`, `repository` with a tag or version) is a
 warning at its place: nothing may be pulled that the inventory does not list.
@@ -31,6 +32,10 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
 }
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 _IMAGE_KEY = re.compile(r"^(image|.*Image)$")
+# Operator flags that name an image the operator puts into the pods it starts.
+IMAGE_FLAGS = {
+    "--prometheus-config-reloader": "prometheus-operator's config reloader in every Prometheus and Alertmanager pod",
+}
 PLUGIN_FIX = "add a plugin under src/astrago_deploy/images/kinds/, or list the image in images.extra.yaml"
 
 
@@ -64,12 +69,27 @@ def pod_spec_images(pod_spec: dict[str, Any], prefix: str) -> Iterator[Found]:
             where = f"{prefix}.{list_name}[{container.get('name') or index}]"
             if "image" in container:
                 yield Found(container["image"], f"{where}.image")
+            yield from _flag_images(container.get("args"), where)
             for env in container.get("env") or []:
                 if not isinstance(env, dict) or not str(env.get("name", "")).endswith("_IMAGE"):
                     continue
                 value = env.get("value")
                 if value not in (None, ""):
                     yield Found(value, f"{where}.env[{env['name']}]")
+
+
+def _flag_images(args: Any, where: str) -> Iterator[Found]:
+    """Images named by `IMAGE_FLAGS` in a container's args (`--flag=IMAGE` or `--flag IMAGE`)."""
+    if not isinstance(args, list):
+        return
+    for index, arg in enumerate(args):
+        flag, equals, value = str(arg).partition("=")
+        if flag not in IMAGE_FLAGS:
+            continue
+        if not equals:
+            value = str(args[index + 1]) if index + 1 < len(args) else ""
+        if value:
+            yield Found(value, f"{where}.args[{flag}]", IMAGE_FLAGS[flag])
 
 
 def workload_images(doc: dict[str, Any]) -> Iterator[Found]:

@@ -2,8 +2,7 @@
 
 Each module names its `GROUP` and `KIND` and offers `found_images(doc, context)`, the images the
 operator will pull for that resource (`images.uses.Found`), or `Unresolved` for
-one it knows is pulled but cannot name. Adding a kind (Prometheus,
-Alertmanager) is one module listed in `PLUGINS`.
+one it knows is pulled but cannot name. Adding a kind is one module listed in `PLUGINS`.
 """
 
 from __future__ import annotations
@@ -11,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from astrago_deploy.images.kinds import clusterpolicy
+from astrago_deploy.images.kinds import clusterpolicy, prometheus_operator
 from astrago_deploy.images.uses import Found, KindContext, Unresolved
 
 Plugin = Callable[[dict[str, Any], KindContext], Iterable[Found | Unresolved]]
 
 PLUGINS: dict[tuple[str, str], Plugin] = {
     (clusterpolicy.GROUP, clusterpolicy.KIND): clusterpolicy.found_images,
+    **{(prometheus_operator.GROUP, kind): prometheus_operator.found_images for kind in prometheus_operator.KINDS},
 }
 
 
