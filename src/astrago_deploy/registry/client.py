@@ -561,8 +561,9 @@ class RegistryClient:
 
         The bytes land in `.<dest>.<digest>.partial` beside `dest` and are renamed to `dest` only
         once digest (and `size`, when given) match; a partial file left by an earlier attempt or
-        run is resumed. `deadline` bounds the whole transfer in seconds (default: the client's);
-        what arrived before it stays in the partial file for the next try.
+        run is resumed, or, holding `size` bytes already, checked and kept. `deadline` bounds the
+        whole transfer in seconds (default: the client's); what arrived before it stays in the
+        partial file for the next try.
         """
         hexdigest = digest.partition(":")[2]
         partial = dest.with_name(f".{dest.name}.{hexdigest[:16]}.partial")
