@@ -250,17 +250,25 @@ class Seen:
 class Proxy:
     """Forwards every request to `upstream` (host:port), recording it; `cut` closes a response
     to a path containing the key after that many body bytes (once per entry); `strip_range`
-    drops the client's Range header, like a server that ignores it."""
+    drops the client's Range header, like a server that ignores it; `fail` answers that many
+    requests to a path containing the key with HTTP 500 instead of forwarding them; `stall`
+    stops a response to a path containing the key after `bytes` body bytes for `seconds` (once
+    per entry), a link that goes quiet; `pace` waits that many seconds after each MiB of a
+    response to a path containing the key, a slow link."""
 
     upstream: str
     cut: dict[str, int] = field(default_factory=dict)
     strip_range: bool = False
+    fail: dict[str, int] = field(default_factory=dict)
+    stall: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (bytes, seconds)
+    pace: dict[str, float] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     host: str = ""
     _server: http.server.ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
         proxy = self
+        self._faults = threading.Lock()  # handler threads take fault entries one at a time
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -284,6 +292,16 @@ class Proxy:
         if self.strip_range:
             headers.pop("Range", None)
         length = int(request.headers.get("Content-Length") or 0)
+        if self._take(self.fail, request.path, lambda left: left - 1 if left > 1 else None) is not None:
+            request.rfile.read(length)
+            seen.status = 500
+            body = b'{"errors": [{"code": "UNKNOWN", "message": "injected by the test proxy"}]}'
+            request.send_response(500)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+            return
         upstream = http.client.HTTPConnection(self.upstream, timeout=60)
         upstream.putrequest(request.command, request.path, skip_host=True, skip_accept_encoding=True)
         for key, value in headers.items():
@@ -309,23 +327,47 @@ class Proxy:
         if request.command == "HEAD":
             upstream.close()
             return
-        limit = next((n for key, n in self.cut.items() if key in request.path), None)
-        if limit is not None:
-            del self.cut[next(key for key in self.cut if key in request.path)]
-        if body_length is None:
-            request.wfile.write(body)
-        else:
-            sent = 0
-            while block := reply.read(1 << 20):
-                if limit is not None and sent + len(block) > limit:
-                    request.wfile.write(block[: limit - sent])
-                    request.wfile.flush()
-                    request.close_connection = True
-                    request.connection.shutdown(socket.SHUT_RDWR)
-                    break
-                request.wfile.write(block)
-                sent += len(block)
+        limit = self._take(self.cut, request.path, lambda _n: None)
+        stall = self._take(self.stall, request.path, lambda _n: None)
+        pace = next((seconds for key, seconds in self.pace.items() if key in request.path), 0.0)
+        try:
+            if body_length is None:
+                request.wfile.write(body)
+            else:
+                sent = 0
+                while block := reply.read(1 << 20):
+                    if stall is not None and sent + len(block) > stall[0]:
+                        request.wfile.write(block[: stall[0] - sent])
+                        request.wfile.flush()
+                        time.sleep(stall[1])
+                        block, sent, stall = block[stall[0] - sent :], stall[0], None
+                    if limit is not None and sent + len(block) > limit:
+                        request.wfile.write(block[: limit - sent])
+                        request.wfile.flush()
+                        request.close_connection = True
+                        request.connection.shutdown(socket.SHUT_RDWR)
+                        break
+                    request.wfile.write(block)
+                    sent += len(block)
+                    if pace:
+                        request.wfile.flush()
+                        time.sleep(pace)
+        except OSError:
+            request.close_connection = True  # the client hung up (it gave up on a stalled link)
         upstream.close()
+
+    def _take(self, faults: dict[str, Any], path: str, rest: Any) -> Any:
+        """The fault of the first key in `path`, replaced by `rest(fault)` (dropped when None)."""
+        with self._faults:
+            key = next((key for key in faults if key in path), None)
+            if key is None:
+                return None
+            fault = faults[key]
+            if (left := rest(fault)) is None:
+                del faults[key]
+            else:
+                faults[key] = left
+            return fault
 
     def stop(self) -> None:
         if self._server is not None:

@@ -663,6 +663,35 @@ def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryP
     assert list(dest.parent.iterdir()) == [dest]
 
 
+def test_a_partial_file_holding_the_whole_blob_is_kept_without_a_request(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    # What a run killed between the last byte and the rename leaves. A server that ignores
+    # Range (the proxy drops it) would otherwise send the whole blob again.
+    client = RegistryClient({})
+    ref = repo(registry.host)
+    source = tmp_path / "layer"
+    source.write_bytes(os.urandom(300_000))
+    digest = client.push_blob(ref, source).digest
+    dest = tmp_path / "out" / "layer"
+    dest.parent.mkdir()
+    leftover = dest.with_name(f".layer.{digest.removeprefix('sha256:')[:16]}.partial")
+    proxy = Proxy(registry.host, strip_range=True)
+    try:
+        shutil.copyfile(source, leftover)
+        proxied = ref.in_repository(ref.repository, proxy.host)
+        assert client.pull_blob(proxied, digest, dest, size=300_000).read_bytes() == source.read_bytes()
+        assert [s.method for s in proxy.seen if "/blobs/" in s.path] == []
+        # A leftover of the blob's size holding other bytes is fetched again, from the start.
+        dest.unlink()
+        leftover.write_bytes(bytes(300_000))
+        assert client.pull_blob(proxied, digest, dest, size=300_000).read_bytes() == source.read_bytes()
+        assert [(s.headers.get("Range"), s.status) for s in proxy.seen if "/blobs/" in s.path] == [(None, 200)]
+    finally:
+        proxy.stop()
+    assert list(dest.parent.iterdir()) == [dest]
+
+
 def test_a_chunked_upload_streams_from_disk(registry: RegistryProcess, tmp_path: Path) -> None:
     source = tmp_path / "blob"
     digest = write_random(source, 12 * MiB)

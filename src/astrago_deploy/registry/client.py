@@ -665,8 +665,9 @@ class RegistryClient:
 
         The bytes land in `.<dest>.<digest>.partial` beside `dest` and are renamed to `dest` only
         once digest (and `size`, when given) match; a partial file left by an earlier attempt or
-        run is resumed. `deadline` bounds the whole transfer in seconds (default: the client's);
-        what arrived before it stays in the partial file for the next try.
+        run is resumed, or, holding `size` bytes already, checked and kept. `deadline` bounds the
+        whole transfer in seconds (default: the client's); what arrived before it stays in the
+        partial file for the next try.
         """
         hexdigest = digest.partition(":")[2]
         partial = dest.with_name(f".{dest.name}.{hexdigest[:16]}.partial")
@@ -700,6 +701,13 @@ class RegistryClient:
             hasher = hashlib.new(algorithm)
             if offset:
                 _hash_prefix(partial, offset, hasher)
+            if offset and offset == size:
+                # A run stopped between the last byte and the rename left the whole blob: no
+                # request, since a registry that ignores a Range past the end sends all of it again.
+                if f"{algorithm}:{hasher.hexdigest()}" == digest:
+                    break
+                offset = 0
+                hasher = hashlib.new(algorithm)
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
