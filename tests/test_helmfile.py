@@ -52,13 +52,13 @@ def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
     everything = releases(synced_project, "dev")
     assert {r["name"] for r in everything} == {
         "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
-        "gpu-process-exporter", "keycloak-addons", "astrago",
+        "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "astrago",
     }
     for release in everything:
         labels = dict(item.split(":", 1) for item in release["labels"].split(","))
         assert labels["tier"] in TIERS
         assert labels["app"]
-    assert {r["name"] for r in releases(synced_project, "dev", "tier=monitoring")} == {"gpu-process-exporter"}
+    assert {r["name"] for r in releases(synced_project, "dev", "tier=monitoring")} == {"gpu-process-exporter", "gpu-monitoring"}
     assert {r["name"] for r in releases(synced_project, "dev", "app=gpu-operator")} == {"gpu-operator", "gpu-operator-addons"}
 
 
