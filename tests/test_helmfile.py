@@ -52,7 +52,8 @@ def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
     everything = releases(synced_project, "dev")
     assert {r["name"] for r in everything} == {
         "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
-        "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "astrago",
+        "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak",
+        "astrago-mariadb", "astrago",
     }
     for release in everything:
         labels = dict(item.split(":", 1) for item in release["labels"].split(","))
@@ -68,7 +69,9 @@ def test_needs_order_storage_and_addons_first(synced_project: RepoLayout) -> Non
     needs = {r["name"]: {n.removeprefix("astrago-dev/") for n in r.get("needs") or []} for r in built["releases"]}
     assert "gpu-operator/gpu-operator-addons" in needs["gpu-operator"]
     assert "kube-system/csi-driver-nfs" in needs["harbor"]
-    assert {"kube-system/csi-driver-nfs", "keycloak/keycloak-addons"} <= needs["astrago"]
+    assert {"kube-system/csi-driver-nfs", "keycloak/keycloak-addons", "astrago/astrago-mariadb"} <= needs["astrago"]
+    assert needs["keycloak"] == {"keycloak/keycloak-addons", "keycloak/keycloak-postgresql"}
+    assert needs["keycloak-postgresql"] == needs["astrago-mariadb"] == {"kube-system/csi-driver-nfs"}
 
 
 def test_releases_reach_external_charts_through_the_lock(synced_project: RepoLayout) -> None:
@@ -93,6 +96,9 @@ def test_offline_registry_rewrites_every_image_of_every_release(synced_project: 
     assert "harbor.local:30002/goharbor/harbor-core:v2.10.2" in found
     assert "harbor.local:30002/sig-storage/nfsplugin:v4.9.0" in found
     assert "harbor.local:30002/xiilab/astrago:core-v1.0.80" in found
+    assert "harbor.local:30002/keycloak/keycloak:26.4.2" in found
+    assert "harbor.local:30002/library/postgres:17.6" in found
+    assert "harbor.local:30002/library/mariadb:11.4.7" in found
     # gpu-operator's ClusterPolicy names the images the operator starts.
     assert "harbor.local:30002/nvidia/k8s/container-toolkit:v1.17.8-ubuntu20.04" in found
     assert "harbor.local:30002/nvidia/cloud-native/k8s-driver-manager:v0.8.1" in found

@@ -28,7 +28,7 @@ from astrago_deploy.toolchain.pinned import PinnedTools
 from .conftest import PROJECT, git, make_project, snapshot
 
 RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "gpu-process-exporter",
-            "gpu-monitoring", "keycloak-addons", "astrago"}
+            "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago"}
 
 
 def renderer(layout: RepoLayout, out: Path | None = None) -> Renderer:
