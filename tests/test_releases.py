@@ -15,7 +15,7 @@ from astrago_deploy.model.releases import declared_releases, releases
 
 COMMITTED = {
     "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
-    "gpu-process-exporter", "keycloak-addons", "astrago",
+    "prometheus", "gpu-process-exporter", "keycloak-addons", "astrago",
 }  # fmt: skip
 
 # Quoted names, trailing comments, `chart:` before `name:`: all valid YAML the old regex missed.
