@@ -103,7 +103,7 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
     multi = next(r for r in document["images"] if r["image"].startswith(MULTI + ":"))
     index = served[multi["image"]]
     assert isinstance(index, bytes) and multi["pulled"] == sha256(index) and multi["leftOut"] == ["linux/arm64/v8"]
-    assert [c["name"] for c in document["charts"]] == ["csi-driver-nfs", "gpu-operator", "harbor"]
+    assert [c["name"] for c in document["charts"]] == ["csi-driver-nfs", "gpu-operator", "harbor", "kube-prometheus-stack"]
     assert (bundle / "charts" / "helm.goharbor.io" / "harbor-1.14.2.tgz").is_file()
     index_yaml = (bundle / "charts" / "helm.goharbor.io" / "index.yaml").read_text()
     assert "1.14.2" in index_yaml and "1.15.0" not in index_yaml
@@ -135,7 +135,7 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
                      "--containerd-config", str(certs))  # fmt: skip
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         hosts = sorted(p.parent.name for p in certs.glob("*/hosts.toml"))
-        assert hosts == ["docker.io", "ghcr.io", "nvcr.io", "registry.k8s.io"]
+        assert hosts == ["docker.io", "ghcr.io", "nvcr.io", "quay.io", "registry.k8s.io"]
         assert (certs / "docker.io" / "hosts.toml").read_text() == (
             f'server = "https://registry-1.docker.io"\n\n[host."http://{site.host}"]\n'
             '  capabilities = ["pull", "resolve"]\n'
@@ -166,7 +166,8 @@ def test_a_tar_split_in_parts_verifies_from_its_parts_and_a_rerun_fetches_only_w
     synced_project: RepoLayout, upstream: tuple[RegistryProcess, dict[str, Image | bytes]], mirror: Path, tmp_path: Path
 ) -> None:
     layout = synced_project
-    registry, _served = upstream
+    registry, served = upstream
+    count = len({name for name in served if "#" not in name})  # every image of the inventory
     media = tmp_path / "media"
     media.mkdir()
     with_pyproject(layout)
@@ -181,8 +182,8 @@ def test_a_tar_split_in_parts_verifies_from_its_parts_and_a_rerun_fetches_only_w
                timeout=900)  # fmt: skip
     assert made.returncode == 0, made.stdout + made.stderr
     fetched = re.findall(r"\] \S+: (\d+) blobs fetched", made.stdout)
-    assert len(fetched) == 30 and set(fetched) == {"0"}, made.stdout
-    assert re.findall(r"\] \S+: (\d+) blobs fetched", first.stdout).count("0") < 30  # the first run fetched
+    assert len(fetched) == count and set(fetched) == {"0"}, made.stdout
+    assert re.findall(r"\] \S+: (\d+) blobs fetched", first.stdout).count("0") < count  # the first run fetched
     parts = sorted(media.glob("site.tar.part-*"))
     assert len(parts) > 3 and (media / "site.tar.sha256").is_file() and not (media / "site.tar").exists()
     assert "cat site.tar.part-* > site.tar" in made.stdout

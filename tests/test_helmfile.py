@@ -52,14 +52,16 @@ def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
     everything = releases(synced_project, "dev")
     assert {r["name"] for r in everything} == {
         "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
-        "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak",
-        "astrago-mariadb", "astrago",
+        "prometheus", "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql",
+        "keycloak", "astrago-mariadb", "astrago",
     }
     for release in everything:
         labels = dict(item.split(":", 1) for item in release["labels"].split(","))
         assert labels["tier"] in TIERS
         assert labels["app"]
-    assert {r["name"] for r in releases(synced_project, "dev", "tier=monitoring")} == {"gpu-process-exporter", "gpu-monitoring"}
+    assert {r["name"] for r in releases(synced_project, "dev", "tier=monitoring")} == {
+        "prometheus", "gpu-process-exporter", "gpu-monitoring"
+    }
     assert {r["name"] for r in releases(synced_project, "dev", "app=gpu-operator")} == {"gpu-operator", "gpu-operator-addons"}
 
 
@@ -69,6 +71,7 @@ def test_needs_order_storage_and_addons_first(synced_project: RepoLayout) -> Non
     needs = {r["name"]: {n.removeprefix("astrago-dev/") for n in r.get("needs") or []} for r in built["releases"]}
     assert "gpu-operator/gpu-operator-addons" in needs["gpu-operator"]
     assert "kube-system/csi-driver-nfs" in needs["harbor"]
+    assert "kube-system/csi-driver-nfs" in needs["prometheus"]  # Prometheus's volume is NFS-backed
     assert {"kube-system/csi-driver-nfs", "keycloak/keycloak-addons", "astrago/astrago-mariadb"} <= needs["astrago"]
     assert needs["keycloak"] == {"keycloak/keycloak-addons", "keycloak/keycloak-postgresql"}
     assert needs["keycloak-postgresql"] == needs["astrago-mariadb"] == {"kube-system/csi-driver-nfs"}
@@ -79,6 +82,7 @@ def test_releases_reach_external_charts_through_the_lock(synced_project: RepoLay
     assert charts["gpu-operator"].endswith("charts/external/gpu-operator-v25.3.4")
     assert charts["csi-driver-nfs"].endswith("charts/external/csi-driver-nfs-v4.9.0")
     assert charts["harbor"].endswith("charts/external/harbor-1.14.2")
+    assert charts["prometheus"].endswith("charts/external/kube-prometheus-stack-58.0.1")
     for tier_file in synced_project.releases_dir.glob("*.gotmpl"):
         assert "charts/external" not in tier_file.read_text(), f"{tier_file} bypasses the lock"
 
@@ -128,7 +132,7 @@ def test_astrago_chart_offline_registry_renders_only_site_images(project: RepoLa
 def test_customer_environment_renders(synced_project: RepoLayout, tmp_path: Path) -> None:
     environments.init_customer(synced_project, "acme", "10.1.2.3", "10.1.2.4", "/acme", registry="10.1.2.3:30002")
     out = helmfile(synced_project, "-e", "acme", "template", "--skip-deps")
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    docs = manifests.load_documents(out)  # read as Kubernetes reads it, like every chart output
     storage = next(d for d in docs if d["kind"] == "StorageClass")
     assert storage["parameters"] == {"server": "10.1.2.4", "share": "/acme"}
     assert all(i.startswith("10.1.2.3:30002/") for i in images(out))

@@ -278,8 +278,8 @@ def gpu_project(tmp_path: Path, synced_template: RepoLayout) -> RepoLayout:
     shutil.copytree(synced_template.root, root, symlinks=True)
     base = root / "environments" / "base" / "values.yaml"
     text = base.read_text()
-    for release in ("csi-driver-nfs", "harbor", "gpu-process-exporter", "gpu-monitoring", "keycloak-addons",
-                    "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago"):
+    for release in ("csi-driver-nfs", "harbor", "prometheus", "gpu-process-exporter", "gpu-monitoring",
+                    "keycloak-addons", "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago"):
         assert f"  {release}: {{enabled: true}}\n" in text
         text = text.replace(f"  {release}: {{enabled: true}}\n", f"  {release}: {{enabled: false}}\n")
     base.write_text(text)

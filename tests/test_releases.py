@@ -15,8 +15,8 @@ from astrago_deploy.model.releases import declared_releases, releases
 
 COMMITTED = {
     "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
-    "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak",
-    "astrago-mariadb", "astrago",
+    "prometheus", "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql",
+    "keycloak", "astrago-mariadb", "astrago",
 }  # fmt: skip
 
 # Quoted names, trailing comments, `chart:` before `name:`: all valid YAML the old regex missed.

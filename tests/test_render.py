@@ -27,7 +27,7 @@ from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT, git, make_project, snapshot
 
-RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "gpu-process-exporter",
+RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "prometheus", "gpu-process-exporter",
             "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago"}
 
 
@@ -100,7 +100,8 @@ def test_render_task_refuses_when_charts_are_not_vendored(project: RepoLayout) -
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2; "
+        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2, "
+        "kube-prometheus-stack-58.0.1; "
         "run `inv charts.sync` (offline: set CHARTS_MIRROR)"
     )
 
@@ -252,7 +253,7 @@ def test_render_out_that_cannot_hold_the_render_is_one_line_before_any_work(
 @pytest.mark.parametrize(
     ("rel", "text", "where"),
     [
-        pytest.param("environments/dev/values.yaml", "foo: [\n", ":11:1: not valid YAML: ", id="settings"),
+        pytest.param("environments/dev/values.yaml", "foo: [\n", ":16:1: not valid YAML: ", id="settings"),
         pytest.param("environments/base/releases/harbor.yaml", "expose:\n  type: [\n", ":3:1: not valid YAML: ", id="release-values"),
         pytest.param("environments/dev/releases/astrago.yaml", "a: !!set [1]\n", ":6:4: not valid YAML: ", id="bad-tag"),
     ],

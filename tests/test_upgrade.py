@@ -53,6 +53,10 @@ REPORT_KEYS = {
     "chart", "from", "to", "bump", "risk", "values", "overrides_affected", "crds", "images", "resources",
     "patches", "changelog",
 }  # fmt: skip
+KPS_CRD_PLURALS = (
+    "alertmanagerconfigs", "alertmanagers", "podmonitors", "probes", "prometheusagents", "prometheuses",
+    "prometheusrules", "scrapeconfigs", "servicemonitors", "thanosrulers",
+)  # fmt: skip
 _STRIPPED = ("CHARTS_MIRROR", "ASTRAGO_ROOT", "GITHUB_TOKEN", "GITHUB_API_URL", "GITHUB_SERVER_URL", "ASTRAGO_DEBUG")
 
 
@@ -381,48 +385,61 @@ def test_gpu_operator_default_target_is_the_newest_a_major_bump(
     assert lines[0] == "upgrading gpu-operator v25.3.4 -> v26.7.0 on branch chart/gpu-operator-v26.7.0"
 
 
-def test_kube_prometheus_stack_major_upgrade_report_is_grouped_and_links_its_own_release(
-    synced_project: RepoLayout, mirror: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_kube_prometheus_stack_major_upgrade_reports_crd_changes_groups_and_its_own_release(
+    synced_project: RepoLayout, mirror: Path, tmp_path: Path
 ) -> None:
+    # The monitoring tier's release `prometheus` as committed: 58.0.1 -> 69.8.2 through the CLI.
     root = synced_project.root
-    added = inv(
-        root, "charts.add", "kube-prometheus-stack", "--repo", "https://prometheus-community.github.io/helm-charts",
-        "--version", "58.0.1", "--release", "kps", "--tier", "monitoring", CHARTS_MIRROR=str(mirror),
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "add kube-prometheus-stack 58.0.1")
-    set_git_identity(monkeypatch, tmp_path)
+    before = main_state(synced_project)
+    json_file = tmp_path / "kps.json"
     envs = [e.name for e in environments.discover(synced_project)]
 
-    result = Upgrader(synced_project, Fetcher(mirror=Mirror(str(mirror))), environ={}).run(
-        UpgradeOptions("kube-prometheus-stack", to="69.8.2", open_pr=False)
-    )
+    proc = inv(
+        root, "charts.upgrade", "kube-prometheus-stack", "--to", "69.8.2", "--no-pr", "--json", str(json_file),
+        CHARTS_MIRROR=str(mirror),
+    )  # fmt: skip
 
-    assert result is not None
-    report = result.report
-    assert report.bump == "major"
+    assert proc.returncode == 0, proc.stderr
+    assert "kube-prometheus-stack 58.0.1 -> 69.8.2 (major;" in proc.stdout
+    assert "CRDs: 0 added, 0 removed, 10 changed" in proc.stdout
+    assert_main_unchanged(synced_project, before)
+    branch = "chart/kube-prometheus-stack-69.8.2"
+    assert branches(root) == [branch, "main"]
+    report = json.loads(json_file.read_text())
+    assert (report["bump"], report["risk"], report["releases"]) == ("major", "high", ["prometheus"])
+    # All ten operator CRDs, from the `crds` subchart's crds/ folder, compared and changed
+    # (alertmanagerconfigs holds a bare `=`: read as Kubernetes reads it, not skipped).
+    crds = sorted(f"{plural}.monitoring.coreos.com" for plural in KPS_CRD_PLURALS)
+    assert report["crds"]["compared"] == sorted(report["crds"]["changed"]) == crds
+    assert report["unreadable"] == []
+    assert report["crds"]["changed"]["alertmanagers.monitoring.coreos.com"]["fields"]["v1"]["removed"] == [
+        "spec.alertmanagerConfiguration.global.httpConfig.proxyURL"
+    ]
+    folder = "charts/external/kube-prometheus-stack-69.8.2/charts/crds/crds/"
+    assert report["crd_folders"] == [folder]
+    markdown = git(root, "show", f"{branch}:reports/upgrades/kube-prometheus-stack-58.0.1-to-69.8.2.md")
+    assert f"`kubectl --context CONTEXT apply --server-side --force-conflicts -f {folder}`" in markdown
     # The chart's own release in its multi-chart repository; not kube-prometheus's tag 69.8.2.
-    assert [e["links"] for e in report.changelog] == [
+    assert [e["links"] for e in report["changelog"]] == [
         ["https://github.com/prometheus-community/helm-charts/releases/tag/kube-prometheus-stack-69.8.2"]
     ]
-    markdown = git(root, "show", f"{result.branch}:reports/upgrades/kube-prometheus-stack-58.0.1-to-69.8.2.md")
     assert "prometheus-operator/kube-prometheus/releases" not in markdown
     # One image list and one resource list for the environments that change alike (those that
     # pull through a site registry join the group after the ones that pull upstream).
-    [images] = report.image_groups()
-    assert sorted(images.names) == sorted(envs)
-    assert set(images.through_registry) == {"stage", "sample-site"}
+    [images] = report["image_groups"]
+    assert sorted(images["envs"]) == sorted(envs)
+    assert images["through_registry"] == {"stage": "10.61.3.20:30002", "sample-site": "192.168.50.10:30002"}
     assert markdown.count("retagged `docker.io/grafana/grafana:10.4.0` -> `docker.io/grafana/grafana:11.5.2`") == 1
-    [(grouped, (changes, labels_only))] = report.resource_groups()
-    assert grouped == envs
+    assert "stage (through `10.61.3.20:30002`)" in markdown
+    [group] = report["resource_groups"]
+    assert sorted(group["envs"]) == sorted(envs)
+    labels_only = group["version_labels_only"]
     # Most changed resources changed only their chart/version labels: counted, not listed.
     assert len(labels_only) > 40
-    assert "ClusterRoleBinding//kps-kube-state-metrics" in labels_only  # helm.sh/chart, app.kubernetes.io/version
-    assert "PrometheusRule/kps/kps-kube-prometheus-stack-general.rules" in labels_only  # chart: NAME-VERSION
-    # ... and its ServiceAccount gained automountServiceAccountToken: a real change.
-    assert ("changed", "kps", "ServiceAccount/kps/kps-kube-state-metrics") in changes
-    assert all(resource not in labels_only for _change, _release, resource in changes)
+    assert "ClusterRoleBinding//prometheus-kube-state-metrics" in labels_only  # helm.sh/chart, app.kubernetes.io/version
+    # ... while the operator's Deployment (new image, new flags) is a real change.
+    assert "Deployment/monitoring/prometheus-kube-prometheus-operator" in group["changed"]
+    assert not set(labels_only) & set(group["changed"])
     assert f"; {len(labels_only)} resources: version labels only" in markdown
 
 

@@ -115,6 +115,7 @@ def build_report(
         overrides=upgrade_report.affected_overrides(overrides, values),
         unreadable_overrides=unreadable_overrides,
         crds=upgrade_report.diff_crds(old_crds, new_crds),
+        crd_folders=upgrade_report.crd_folders(new_dir),
         images={
             e.name: upgrade_report.diff_images(
                 images_of_render(before / e.name, node_os(environments.settings(tree, e), e.name)),

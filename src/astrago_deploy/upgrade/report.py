@@ -174,6 +174,15 @@ def crds_of_tree(chart_dir: Path, unreadable: list[Diagnostic]) -> dict[str, dic
     return found
 
 
+def crd_folders(chart_dir: Path) -> list[str]:
+    """The `crds/` folders of the chart and its subcharts that hold CRD files, named from the
+    checkout's root (`charts/external/NAME-VERSION/charts/crds/crds/` for kube-prometheus-stack):
+    what `kubectl apply --server-side` must be given on an upgrade, since helm never upgrades them."""
+    root = chart_dir.parent.parent.parent if len(chart_dir.parents) > 2 else chart_dir.parent
+    folders = dict.fromkeys(path.parent for path in crd_files(chart_dir))
+    return [f"{folder.relative_to(root).as_posix()}/" for folder in folders]
+
+
 def crds_of_render(folder: Path, release: str) -> dict[str, dict[str, Any]]:
     path = folder / f"{release}.yaml"
     if not path.is_file():
@@ -500,6 +509,8 @@ class UpgradeReport:
     offline_registries: dict[str, str] = field(default_factory=dict)
     # env -> resources whose only change is the chart's version labels (counted, not shown)
     version_labels_only: dict[str, EnvironmentDiff] = field(default_factory=dict)
+    # the new version's folders of CRD files (`crd_folders`), for the apply command the report shows
+    crd_folders: list[str] = field(default_factory=list)
 
     @property
     def bump(self) -> str:
@@ -594,6 +605,7 @@ class UpgradeReport:
             "overrides_affected": [o.__dict__ for o in self.overrides],
             "overrides_unreadable": [d.as_json() for d in self.unreadable_overrides],
             "crds": self.crds,
+            "crd_folders": self.crd_folders,
             "images": self.images,
             "image_groups": [g.as_json() for g in self.image_groups()],
             "mirror_images": self.mirror_list(),
@@ -757,13 +769,14 @@ def _md_crds(r: UpgradeReport) -> list[str]:
                 out.append(f"  - {version}: fields removed: {_short(', '.join(fields['removed']), 400)}")
         if "other" in change:
             out.append(f"  - {change['other']}")
+    folders = r.crd_folders or [f"charts/external/{r.chart}-{r.new}/crds/"]
+    apply = " ".join(f"-f {folder}" for folder in folders)
     return [
         *out,
         "",
-        "> Helm installs `crds/` on first install only and never upgrades them: apply the new CRDs by "
-        "hand before deploying, e.g. "
-        f"`kubectl apply --server-side -f charts/external/{r.chart}-{r.new}/crds/`"
-        " (and each subchart's `crds/`).",
+        "> Helm installs `crds/` on first install only and never upgrades them: apply the new CRDs "
+        'before deploying (README "Upgrading CRDs"): '
+        f"`kubectl --context CONTEXT apply --server-side --force-conflicts {apply}`.",
     ]
 
 
