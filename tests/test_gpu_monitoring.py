@@ -195,7 +195,7 @@ def test_offline_and_pull_secret_keys_are_accepted_and_render_no_image(chart_pro
     docs = template(
         chart_project, "--set", "offline.registry=harbor.local:30002", "--set", "imagePullSecrets[0]=regcred"
     )
-    assert {d["kind"] for d in docs} == {"PrometheusRule", "ConfigMap"}
+    assert {d["kind"] for d in docs} == {"PrometheusRule", "ConfigMap", "ServiceMonitor"}
     assert set().union(*(images(d) for d in docs)) == set()
 
 

@@ -83,10 +83,16 @@ def test_node_exporter_reads_the_directory_gpu_process_exporter_writes(rendered:
 
 
 def test_dcgm_and_harbor_metrics_are_scraped(rendered: RepoLayout) -> None:
-    # gpu-operator creates the DCGM exporter's ServiceMonitor itself, from its ClusterPolicy.
+    # The DCGM exporter's ServiceMonitor is gpu-monitoring's, on the Service the operator makes
+    # (app=nvidia-dcgm-exporter, port gpu-metrics in gpu-operator's namespace); the operator makes none.
     for env in ("dev", "stage"):
         policy = one(release(rendered, env, "gpu-operator"), "ClusterPolicy")
-        assert policy["spec"]["dcgmExporter"]["serviceMonitor"]["enabled"] is True, env
+        assert policy["spec"]["dcgmExporter"]["serviceMonitor"]["enabled"] is False, env
+        dcgm = one(release(rendered, env, "gpu-monitoring"), "ServiceMonitor", "gpu-monitoring-dcgm-exporter")["spec"]
+        [operator] = [r for r in releases(rendered, env) if r["name"] == "gpu-operator"]
+        assert dcgm["namespaceSelector"] == {"matchNames": [operator["namespace"]]}, env
+        assert dcgm["selector"] == {"matchLabels": {"app": "nvidia-dcgm-exporter"}}
+        assert [(e["port"], e["path"], e["honorLabels"]) for e in dcgm["endpoints"]] == [("gpu-metrics", "/metrics", True)]
     # Harbor's: a ServiceMonitor of release prometheus selecting harbor's metrics Services.
     monitor = one(release(rendered, "dev", "prometheus"), "ServiceMonitor", "harbor")["spec"]
     [harbor] = [r for r in releases(rendered, "dev") if r["name"] == "harbor"]
