@@ -278,7 +278,7 @@ def gpu_project(tmp_path: Path, synced_template: RepoLayout) -> RepoLayout:
     shutil.copytree(synced_template.root, root, symlinks=True)
     base = root / "environments" / "base" / "values.yaml"
     text = base.read_text()
-    for release in ("csi-driver-nfs", "harbor", "gpu-process-exporter", "keycloak-addons", "astrago"):
+    for release in ("csi-driver-nfs", "harbor", "ingress-nginx", "gpu-process-exporter", "keycloak-addons", "astrago"):
         assert f"  {release}: {{enabled: true}}\n" in text
         text = text.replace(f"  {release}: {{enabled: true}}\n", f"  {release}: {{enabled: false}}\n")
     base.write_text(text)

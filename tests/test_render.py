@@ -27,8 +27,8 @@ from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT, git, make_project, snapshot
 
-RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "gpu-process-exporter",
-            "keycloak-addons", "astrago"}
+RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "ingress-nginx",
+            "gpu-process-exporter", "keycloak-addons", "astrago"}
 
 
 def renderer(layout: RepoLayout, out: Path | None = None) -> Renderer:
@@ -100,7 +100,7 @@ def test_render_task_refuses_when_charts_are_not_vendored(project: RepoLayout) -
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2; "
+        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2, ingress-nginx-4.11.3; "
         "run `inv charts.sync` (offline: set CHARTS_MIRROR)"
     )
 

@@ -52,16 +52,20 @@ INDEXES = {
     "csi-driver-nfs": f"/{CSI_REPO}/index.yaml",
     "gpu-operator": "/nvidia.github.io/gpu-operator/index.yaml",
     "harbor": "/helm.goharbor.io/index.yaml",
+    "ingress-nginx": "/kubernetes.github.io/ingress-nginx/index.yaml",
 }
 ARCHIVES = {
     "csi-driver-nfs": f"/{CSI_REPO}/v4.9.0/csi-driver-nfs-v4.9.0.tgz",
     "gpu-operator": "/nvidia.github.io/gpu-operator/stable/gpu-operator-v25.3.4.tgz",
     "harbor": "/helm.goharbor.io/harbor-1.14.2.tgz",
+    # The index names a GitHub release asset: another host, mirrored under github.com/.
+    "ingress-nginx": "/github.com/kubernetes/ingress-nginx/releases/download/helm-chart-4.11.3/ingress-nginx-4.11.3.tgz",
 }
 VENDORED = {
     "csi-driver-nfs": "csi-driver-nfs-v4.9.0",
     "gpu-operator": "gpu-operator-v25.3.4",
     "harbor": "harbor-1.14.2",
+    "ingress-nginx": "ingress-nginx-4.11.3",
 }
 INV = [str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT)]
 
@@ -109,6 +113,7 @@ def test_sync_from_the_mirror_directory_pins_the_index_digests(project: RepoLayo
         ("csi-driver-nfs", "v4.9.0", "vendored"),
         ("gpu-operator", "v25.3.4", "vendored"),
         ("harbor", "1.14.2", "vendored"),
+        ("ingress-nginx", "4.11.3", "vendored"),
     ]
     # Filled in exactly as committed: same lines, comments and order.
     assert project.lock_file.read_text() == COMMITTED_LOCK
@@ -119,7 +124,7 @@ def test_sync_from_the_mirror_directory_pins_the_index_digests(project: RepoLayo
         folder = project.chart_dir(chart.name, chart.version)
         assert yaml.safe_load((folder / "Chart.yaml").read_text())["version"] == chart.version
         assert reference_tree_digest(folder) == chart.tree
-    assert vendor.indexes.fetches == 3
+    assert vendor.indexes.fetches == len(INDEXES)
     assert sorted(p.name for p in project.external_dir.iterdir()) == sorted(VENDORED.values())
     assert vendor.verify() == []
 
@@ -135,11 +140,12 @@ def test_sync_through_invoke(project: RepoLayout, mirror: Path) -> None:
         ["csi-driver-nfs", "v4.9.0", "vendored"],
         ["gpu-operator", "v25.3.4", "vendored"],
         ["harbor", "1.14.2", "vendored"],
+        ["ingress-nginx", "4.11.3", "vendored"],
     ]
     assert f"reading upstream charts through the mirror {mirror}" in first.stderr
     assert project.lock_file.read_text() == COMMITTED_LOCK
     assert second.returncode == 0, second.stderr
-    assert [line.split()[-1] for line in second.stdout.splitlines()] == ["unchanged"] * 3
+    assert [line.split()[-1] for line in second.stdout.splitlines()] == ["unchanged"] * len(VENDORED)
 
 
 def test_sync_through_a_loopback_http_mirror_fetches_each_index_once(
@@ -150,7 +156,7 @@ def test_sync_through_a_loopback_http_mirror_fetches_each_index_once(
 
     done = ChartVendor(project, fast_fetcher(server.url)).sync()
 
-    assert [r.action for r in done] == ["vendored"] * 3
+    assert [r.action for r in done] == ["vendored"] * len(VENDORED)
     assert project.lock_file.read_text() == COMMITTED_LOCK  # upstream URLs, not the mirror's
     assert requested(server) == Counter({**dict.fromkeys(INDEXES.values(), 1), **dict.fromkeys(ARCHIVES.values(), 1)})
 
@@ -180,6 +186,7 @@ def test_one_index_serves_every_chart_of_its_repository(
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "unchanged"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
         ("demo", "0.2.0", "vendored"),
         ("extra", "1.0.0", "vendored"),
     ]
@@ -202,6 +209,7 @@ def test_a_noop_sync_touches_nothing(synced_project: RepoLayout, mirror: Path, s
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "unchanged"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
     ]
     assert snapshot(synced_project.root) == before
     assert server.faults.requests == []
@@ -311,7 +319,7 @@ def test_transient_503s_are_retried(project: RepoLayout, mirror: Path, serve: Se
 
     done = ChartVendor(project, fast_fetcher(server.url)).sync()
 
-    assert [r.action for r in done] == ["vendored"] * 3
+    assert [r.action for r in done] == ["vendored"] * len(VENDORED)
     assert requested(server)[ARCHIVES["gpu-operator"]] == 3
     assert requested(server)[INDEXES["harbor"]] == 2
     assert project.lock_file.read_text() == COMMITTED_LOCK
@@ -379,6 +387,7 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "vendored"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
     ]
     assert values.read_bytes() == original
     assert synced_project.lock_file.read_text() == COMMITTED_LOCK
@@ -499,6 +508,7 @@ EXPECTED_OUTDATED = [
     ),
     OutdatedRow("gpu-operator", "v25.3.4", "v26.7.0", "v25.10.1", "major", "https://nvidia.github.io/gpu-operator"),
     OutdatedRow("harbor", "1.14.2", "1.19.1", "1.19.1", "minor", "https://helm.goharbor.io"),
+    OutdatedRow("ingress-nginx", "4.11.3", "4.11.3", "4.11.3", "none", "https://kubernetes.github.io/ingress-nginx"),
 ]
 
 
@@ -862,7 +872,7 @@ def test_a_second_run_fails_cleanly_while_the_first_holds_the_lock(
         "try again when it ends, or wait longer with ASTRAGO_LOCK_WAIT=SECONDS"
     )
     assert snapshot(project.root) == before
-    assert [r.action for r in ChartVendor(project, fast_fetcher(mirror)).sync()] == ["vendored"] * 3
+    assert [r.action for r in ChartVendor(project, fast_fetcher(mirror)).sync()] == ["vendored"] * len(VENDORED)
 
 
 def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> None:
@@ -880,7 +890,7 @@ def test_a_second_run_waits_for_the_first(project: RepoLayout, mirror: Path) -> 
     out, err = second.communicate(timeout=120)
 
     assert second.returncode == 0, err
-    assert [line.split()[-1] for line in out.splitlines()] == ["vendored"] * 3
+    assert [line.split()[-1] for line in out.splitlines()] == ["vendored"] * len(VENDORED)
 
 
 def test_a_run_in_another_process_is_kept_out(synced_project: RepoLayout, mirror: Path) -> None:
