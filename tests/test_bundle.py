@@ -13,8 +13,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from astrago_deploy.core.layout import RepoLayout
 from astrago_deploy.images.reference import parse_image, site_reference
@@ -30,6 +32,14 @@ from .test_upgrade import inv
 ENV = "sample-site"
 BASE = {"etc/os-release": b"ID=test\n" * 4000}  # one layer every image shares
 MULTI = "nvcr.io/nvidia/gpu-operator"  # served as a two-platform index
+# Images the render pins by digest, and the ingress-nginx value holding each one's digest. A test
+# image cannot have upstream's digest: each is served as a two-platform index built here, and
+# sample-site pins that index instead (a release layer), so the bundle must keep it whole.
+PINNED = {
+    "registry.k8s.io/ingress-nginx/controller": "controller.image",
+    "registry.k8s.io/ingress-nginx/kube-webhook-certgen": "controller.admissionWebhooks.patch.image",
+}
+PIN_LAYER = Path("environments/customers") / ENV / "releases" / "ingress-nginx.yaml"
 
 
 def with_pyproject(layout: RepoLayout) -> str:
@@ -48,6 +58,36 @@ def image_names(layout: RepoLayout) -> list[str]:
     return sorted(item["image"] for item in found)
 
 
+def pin_test_indexes(
+    layout: RepoLayout, client: RegistryClient, host: str, work: Path, served: dict[str, Image | bytes]
+) -> None:
+    """Serve a two-platform index for each image the render pins by digest and pin sample-site
+    to it (committed, so bundle.create's REF has it)."""
+    pins: dict[str, Any] = {}
+    for name in image_names(layout):
+        image = parse_image(name)
+        if not image.digest:
+            continue
+        unpinned = name.partition("@")[0]
+        dest = Reference.parse(f"{host}/{unpinned}")
+        own = {"app/name": unpinned.encode()}
+        amd, arm = build_image([BASE, own]), build_image([own], arch="arm64")
+        for platform_image in (amd, arm):
+            push_image(client, dest.at(platform_image.digest), platform_image, work)
+        index = build_index([amd, arm], docker=True)
+        client.put_manifest(dest, Manifest(DOCKER_LIST, index, sha256(index)))
+        served[f"{unpinned}@{sha256(index)}"] = index
+        where = pins
+        for key in PINNED[f"{image.registry}/{image.repository}"].split("."):
+            where = where.setdefault(key, {})
+        where["digest"] = sha256(index)
+    assert pins, "no image of sample-site is pinned by digest any more: drop pin_test_indexes"
+    (layout.root / PIN_LAYER).parent.mkdir(parents=True, exist_ok=True)
+    (layout.root / PIN_LAYER).write_text(yaml.safe_dump(pins))
+    git(layout.root, "add", str(PIN_LAYER))
+    git(layout.root, "commit", "-q", "-m", "pin ingress-nginx to the test indexes")
+
+
 @pytest.fixture
 def upstream(tmp_path: Path, synced_project: RepoLayout) -> Iterator[tuple[RegistryProcess, dict[str, Image | bytes]]]:
     """A registry holding a test image for every image sample-site needs, at HOST/<image>."""
@@ -55,7 +95,10 @@ def upstream(tmp_path: Path, synced_project: RepoLayout) -> Iterator[tuple[Regis
     process = RegistryProcess(tmp_path / "mirror-registry")
     client = RegistryClient({})
     served: dict[str, Image | bytes] = {}
+    pin_test_indexes(synced_project, client, process.host, tmp_path / "push", served)
     for number, name in enumerate(image_names(synced_project)):
+        if name in served:
+            continue
         dest = Reference.parse(f"{process.host}/{name}")
         own = {"app/name": name.encode()}
         if name.startswith(MULTI + ":"):
@@ -97,13 +140,18 @@ def test_create_verify_load_a_bundle_and_every_damage_is_named(
     assert names == {n for n in served if "#" not in n}
     for record in document["images"]:
         expected = served.get(record["image"] + "#amd64") or served[record["image"]]
-        assert isinstance(expected, Image)
-        assert record["digest"] == expected.digest  # byte-exact: the digest the mirror served
+        if isinstance(expected, bytes):  # pinned by its index digest: carried whole, the site serves that digest
+            assert record["digest"] == record["pulled"] == sha256(expected) and record["leftOut"] == []
+            assert record["site"][ENV].endswith("@" + sha256(expected))
+        else:
+            assert record["digest"] == expected.digest  # byte-exact: the digest the mirror served
         assert record["site"][ENV] == str(site_reference(parse_image(record["image"]), "192.168.50.10:30002"))
     multi = next(r for r in document["images"] if r["image"].startswith(MULTI + ":"))
     index = served[multi["image"]]
     assert isinstance(index, bytes) and multi["pulled"] == sha256(index) and multi["leftOut"] == ["linux/arm64/v8"]
-    assert [c["name"] for c in document["charts"]] == ["csi-driver-nfs", "gpu-operator", "harbor", "kube-prometheus-stack"]
+    assert [c["name"] for c in document["charts"]] == [
+        "csi-driver-nfs", "gpu-operator", "harbor", "ingress-nginx", "kube-prometheus-stack"
+    ]
     assert (bundle / "charts" / "helm.goharbor.io" / "harbor-1.14.2.tgz").is_file()
     index_yaml = (bundle / "charts" / "helm.goharbor.io" / "index.yaml").read_text()
     assert "1.14.2" in index_yaml and "1.15.0" not in index_yaml
@@ -209,6 +257,11 @@ def test_a_site_bootstraps_from_the_bundle_alone_and_renders(
     registry, _served = upstream
     source = tmp_path / "source"
     git(tmp_path, "clone", "-q", str(PROJECT), str(source))
+    # The test indexes the upstream registry serves for the images pinned by digest.
+    (source / PIN_LAYER).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(synced_project.root / PIN_LAYER, source / PIN_LAYER)
+    git(source, "add", str(PIN_LAYER))
+    git(source, "commit", "-q", "-m", "pin ingress-nginx to the test indexes")
     (source / ".tools" / "bin").mkdir(parents=True)
     for binary in (PROJECT / ".tools" / "bin").iterdir():
         (source / ".tools" / "bin" / binary.name).symlink_to(binary)

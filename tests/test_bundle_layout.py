@@ -1,6 +1,6 @@
 """The bundle's OCI image layout against a real registry on loopback: images built here (OCI and
 Docker v2 schema 2, a multi-arch index, shared layers), pulled byte-exact, blobs stored once,
-platforms cut from an index, a partial blob resumed, and every kind of damage named by verify."""
+platforms cut from an index (never from one pinned by digest), a partial blob resumed, and every kind of damage named by verify."""
 
 from __future__ import annotations
 
@@ -108,6 +108,21 @@ def test_all_platforms_keep_the_index_byte_exact(upstream: RegistryProcess, tmp_
     assert layout.blob_path(ARM.digest).read_bytes() == ARM.manifest
     report = verify(layout.root)
     assert report.problems == [] and report.manifests == 5  # app, tool, the index and its two images
+
+
+def test_an_image_pinned_by_its_index_digest_keeps_the_index_whole(upstream: RegistryProcess, tmp_path: Path) -> None:
+    """A render that pins `name:tag@sha256:<index>` (ingress-nginx's images) pulls that digest from
+    the site registry too: cutting platforms would leave the site without it."""
+    index = build_index([AMD, ARM], docker=True)
+    layout = ImageLayout(tmp_path / "images")
+    source = Reference.parse(f"{ref(upstream, 'quay.io/team/multi:3')}@{sha256(index)}")
+    report = layout.pull(RegistryClient({}), source, [AMD64], "3")
+    assert report.entry.descriptor.digest == sha256(index) and report.entry.upstream_digest == ""
+    assert report.left_out == []
+    assert layout.blob_path(sha256(index)).read_bytes() == index
+    assert layout.blob_path(ARM.digest).read_bytes() == ARM.manifest
+    layout.write_index([report.entry])
+    assert verify(layout.root).problems == []
 
 
 def test_several_platforms_make_an_index_of_just_those_and_a_missing_one_is_named(

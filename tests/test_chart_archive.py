@@ -407,6 +407,7 @@ def test_tree_digest_of_a_missing_folder_raises(tmp_path: Path) -> None:
     ("name", "relpath"),
     [
         ("harbor", "helm.goharbor.io/harbor-1.14.2.tgz"),
+        ("ingress-nginx", "github.com/kubernetes/ingress-nginx/releases/download/helm-chart-4.11.3/ingress-nginx-4.11.3.tgz"),
         ("gpu-operator", "nvidia.github.io/gpu-operator/stable/gpu-operator-v25.3.4.tgz"),
         (
             "csi-driver-nfs",

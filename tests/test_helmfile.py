@@ -51,7 +51,7 @@ def test_a_checkout_without_customer_sites_still_has_its_stages(project: RepoLay
 def test_tiers_labels_and_selection(synced_project: RepoLayout) -> None:
     everything = releases(synced_project, "dev")
     assert {r["name"] for r in everything} == {
-        "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
+        "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "ingress-nginx",
         "prometheus", "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql",
         "keycloak", "astrago-mariadb", "astrago",
     }
@@ -70,9 +70,11 @@ def test_needs_order_storage_and_addons_first(synced_project: RepoLayout) -> Non
     # helmfile qualifies needs with the environment's kube context.
     needs = {r["name"]: {n.removeprefix("astrago-dev/") for n in r.get("needs") or []} for r in built["releases"]}
     assert "gpu-operator/gpu-operator-addons" in needs["gpu-operator"]
-    assert "kube-system/csi-driver-nfs" in needs["harbor"]
+    assert needs["harbor"] == {"kube-system/csi-driver-nfs"}  # on its NodePort: no wait for the ingress
     assert "kube-system/csi-driver-nfs" in needs["prometheus"]  # Prometheus's volume is NFS-backed
-    assert {"kube-system/csi-driver-nfs", "keycloak/keycloak-addons", "astrago/astrago-mariadb"} <= needs["astrago"]
+    assert {
+        "kube-system/csi-driver-nfs", "keycloak/keycloak-addons", "ingress-nginx/ingress-nginx", "astrago/astrago-mariadb"
+    } <= needs["astrago"]
     assert needs["keycloak"] == {"keycloak/keycloak-addons", "keycloak/keycloak-postgresql"}
     assert needs["keycloak-postgresql"] == needs["astrago-mariadb"] == {"kube-system/csi-driver-nfs"}
 
@@ -83,6 +85,7 @@ def test_releases_reach_external_charts_through_the_lock(synced_project: RepoLay
     assert charts["csi-driver-nfs"].endswith("charts/external/csi-driver-nfs-v4.9.0")
     assert charts["harbor"].endswith("charts/external/harbor-1.14.2")
     assert charts["prometheus"].endswith("charts/external/kube-prometheus-stack-58.0.1")
+    assert charts["ingress-nginx"].endswith("charts/external/ingress-nginx-4.11.3")
     for tier_file in synced_project.releases_dir.glob("*.gotmpl"):
         assert "charts/external" not in tier_file.read_text(), f"{tier_file} bypasses the lock"
 
@@ -103,6 +106,8 @@ def test_offline_registry_rewrites_every_image_of_every_release(synced_project: 
     assert "harbor.local:30002/keycloak/keycloak:26.4.2" in found
     assert "harbor.local:30002/library/postgres:17.6" in found
     assert "harbor.local:30002/library/mariadb:11.4.7" in found
+    # ingress-nginx splits registry and image and pins by digest: the digest stays.
+    assert any(i.startswith("harbor.local:30002/ingress-nginx/controller:v1.11.3@sha256:") for i in found)
     # gpu-operator's ClusterPolicy names the images the operator starts.
     assert "harbor.local:30002/nvidia/k8s/container-toolkit:v1.17.8-ubuntu20.04" in found
     assert "harbor.local:30002/nvidia/cloud-native/k8s-driver-manager:v0.8.1" in found

@@ -521,7 +521,9 @@ def test_dev_and_stage_inventories_of_the_real_render(synced_project: RepoLayout
     assert [item["image"] for item in stage["images"]] == list(dev_images)  # same charts, same upstream images
     for item in stage["images"]:
         upstream = parse_image(item["image"])
-        assert item["site"] == f"{REGISTRY}/{upstream.repository}:{upstream.tag}"
+        pinned = f"@{upstream.digest}" if upstream.digest else ""  # ingress-nginx's images keep their digest
+        assert item["site"] == f"{REGISTRY}/{upstream.repository}:{upstream.tag}{pinned}"
+    assert any("@sha256:" in item["site"] for item in stage["images"])
     sites = {item["site"] for item in stage["images"]}
     uses, _ = rendered_uses(synced_project.rendered_dir / "stage", KindContext())
     rendered = {str(parse_image(use.image)) for use in uses}

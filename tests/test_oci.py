@@ -195,6 +195,7 @@ def test_resync_uses_the_pinned_manifest_not_the_moved_tag(
         ("csi-driver-nfs", "vendored"),
         ("gpu-operator", "vendored"),
         ("harbor", "vendored"),
+        ("ingress-nginx", "vendored"),
         ("demo", "vendored"),
     ]
     assert {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == vendored

@@ -183,6 +183,7 @@ def test_a_new_branch_adds_every_chart_without_a_report(promoted: Promotion) -> 
         ("csi-driver-nfs", None, "added", None),
         ("gpu-operator", None, "added", None),
         ("harbor", None, "added", None),
+        ("ingress-nginx", None, "added", None),
         ("kube-prometheus-stack", None, "added", None),
     ]
 

@@ -14,7 +14,7 @@ from astrago_deploy.lint.overrides import check_overrides
 from astrago_deploy.model.releases import declared_releases, releases
 
 COMMITTED = {
-    "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor",
+    "csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "ingress-nginx",
     "prometheus", "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql",
     "keycloak", "astrago-mariadb", "astrago",
 }  # fmt: skip

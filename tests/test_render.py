@@ -27,8 +27,9 @@ from astrago_deploy.toolchain.pinned import PinnedTools
 
 from .conftest import PROJECT, git, make_project, snapshot
 
-RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "prometheus", "gpu-process-exporter",
-            "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago"}
+RELEASES = {"csi-driver-nfs", "gpu-operator-addons", "gpu-operator", "harbor", "ingress-nginx", "prometheus",
+            "gpu-process-exporter", "gpu-monitoring", "keycloak-addons", "keycloak-postgresql", "keycloak",
+            "astrago-mariadb", "astrago"}
 
 
 def renderer(layout: RepoLayout, out: Path | None = None) -> Renderer:
@@ -100,7 +101,7 @@ def test_render_task_refuses_when_charts_are_not_vendored(project: RepoLayout) -
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2, "
+        "error: not vendored: csi-driver-nfs-v4.9.0, gpu-operator-v25.3.4, harbor-1.14.2, ingress-nginx-4.11.3, "
         "kube-prometheus-stack-58.0.1; "
         "run `inv charts.sync` (offline: set CHARTS_MIRROR)"
     )

@@ -52,12 +52,15 @@ INDEXES = {
     "csi-driver-nfs": f"/{CSI_REPO}/index.yaml",
     "gpu-operator": "/nvidia.github.io/gpu-operator/index.yaml",
     "harbor": "/helm.goharbor.io/index.yaml",
+    "ingress-nginx": "/kubernetes.github.io/ingress-nginx/index.yaml",
     "kube-prometheus-stack": "/prometheus-community.github.io/helm-charts/index.yaml",
 }
 ARCHIVES = {
     "csi-driver-nfs": f"/{CSI_REPO}/v4.9.0/csi-driver-nfs-v4.9.0.tgz",
     "gpu-operator": "/nvidia.github.io/gpu-operator/stable/gpu-operator-v25.3.4.tgz",
     "harbor": "/helm.goharbor.io/harbor-1.14.2.tgz",
+    # The index names a GitHub release asset: another host, mirrored under github.com/.
+    "ingress-nginx": "/github.com/kubernetes/ingress-nginx/releases/download/helm-chart-4.11.3/ingress-nginx-4.11.3.tgz",
     # The index names a release asset on another host: the mirror keeps it under github.com/.
     "kube-prometheus-stack": (
         "/github.com/prometheus-community/helm-charts/releases/download/"
@@ -68,6 +71,7 @@ VENDORED = {
     "csi-driver-nfs": "csi-driver-nfs-v4.9.0",
     "gpu-operator": "gpu-operator-v25.3.4",
     "harbor": "harbor-1.14.2",
+    "ingress-nginx": "ingress-nginx-4.11.3",
     "kube-prometheus-stack": "kube-prometheus-stack-58.0.1",
 }
 INV = [str(PROJECT / ".venv" / "bin" / "inv"), "-r", str(PROJECT)]
@@ -116,6 +120,7 @@ def test_sync_from_the_mirror_directory_pins_the_index_digests(project: RepoLayo
         ("csi-driver-nfs", "v4.9.0", "vendored"),
         ("gpu-operator", "v25.3.4", "vendored"),
         ("harbor", "1.14.2", "vendored"),
+        ("ingress-nginx", "4.11.3", "vendored"),
         ("kube-prometheus-stack", "58.0.1", "vendored"),
     ]
     # Filled in exactly as committed: same lines, comments and order.
@@ -143,6 +148,7 @@ def test_sync_through_invoke(project: RepoLayout, mirror: Path) -> None:
         ["csi-driver-nfs", "v4.9.0", "vendored"],
         ["gpu-operator", "v25.3.4", "vendored"],
         ["harbor", "1.14.2", "vendored"],
+        ["ingress-nginx", "4.11.3", "vendored"],
         ["kube-prometheus-stack", "58.0.1", "vendored"],
     ]
     assert f"reading upstream charts through the mirror {mirror}" in first.stderr
@@ -189,6 +195,7 @@ def test_one_index_serves_every_chart_of_its_repository(
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "unchanged"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
         ("kube-prometheus-stack", "58.0.1", "unchanged"),
         ("demo", "0.2.0", "vendored"),
         ("extra", "1.0.0", "vendored"),
@@ -212,6 +219,7 @@ def test_a_noop_sync_touches_nothing(synced_project: RepoLayout, mirror: Path, s
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "unchanged"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
         ("kube-prometheus-stack", "58.0.1", "unchanged"),
     ]
     assert snapshot(synced_project.root) == before
@@ -390,6 +398,7 @@ def test_verify_catches_a_hand_edit_and_sync_restores_it(synced_project: RepoLay
         ("csi-driver-nfs", "v4.9.0", "unchanged"),
         ("gpu-operator", "v25.3.4", "unchanged"),
         ("harbor", "1.14.2", "vendored"),
+        ("ingress-nginx", "4.11.3", "unchanged"),
         ("kube-prometheus-stack", "58.0.1", "unchanged"),
     ]
     assert values.read_bytes() == original
@@ -511,6 +520,7 @@ EXPECTED_OUTDATED = [
     ),
     OutdatedRow("gpu-operator", "v25.3.4", "v26.7.0", "v25.10.1", "major", "https://nvidia.github.io/gpu-operator"),
     OutdatedRow("harbor", "1.14.2", "1.19.1", "1.19.1", "minor", "https://helm.goharbor.io"),
+    OutdatedRow("ingress-nginx", "4.11.3", "4.11.3", "4.11.3", "none", "https://kubernetes.github.io/ingress-nginx"),
     OutdatedRow(
         "kube-prometheus-stack",
         "58.0.1",

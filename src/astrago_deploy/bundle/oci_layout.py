@@ -201,12 +201,14 @@ class ImageLayout:
         """Read image `source`'s manifests (nothing is written yet). `platforms` None keeps an
         index whole and byte-exact, else only the listed platforms' images are kept: one
         platform is served as its own manifest, several as a new index listing just them.
+        A `source` pinned by digest keeps its index whole whatever `platforms` says: the render
+        asks the site for that digest (`site_reference` keeps it), and a cut index has another.
         `name` is the image's upstream reference recorded in `index.json` (default: `source`,
         which may be a mirror's location of it)."""
         top = client.get_manifest(source)
         upstream = ""
         left_out: list[str] = []
-        if top.is_index and platforms is not None:
+        if top.is_index and platforms is not None and not source.digest:
             kept, left_out = _select(top, platforms, source)
             upstream = top.digest
             top = client.get_manifest(source.at(kept[0].digest)) if len(kept) == 1 else _sub_index(top, kept)

@@ -16,7 +16,10 @@ from astrago_deploy.core.errors import InputError
         "env": "Environment whose images, charts and repository the site needs (repeatable)",
         "ref": "Commit to bundle (default: the last stage's branch tip, else HEAD)",
         "out": "Bundle folder to create, or FILE.tar for one tar",
-        "platform": "os/arch of the images to carry (repeatable; default linux/amd64; `all` keeps indexes whole)",
+        "platform": (
+            "os/arch of the images to carry (repeatable; default linux/amd64; `all` keeps indexes whole,"
+            " as an image pinned by digest always is)"
+        ),
         "split": "Cut the tar into parts of at most SIZE (e.g. 4G, 700M) for size-limited media",
         "workers": "Blobs fetched in parallel (default 6)",
         "python": "Python version of the site the wheels are for (default: this one's)",
