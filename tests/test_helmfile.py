@@ -79,6 +79,23 @@ def test_needs_order_storage_and_addons_first(synced_project: RepoLayout) -> Non
     assert needs["keycloak-postgresql"] == needs["astrago-mariadb"] == {"kube-system/csi-driver-nfs"}
 
 
+def test_releases_whose_ingress_the_environment_serves_wait_for_the_controller(synced_project: RepoLayout) -> None:
+    """The controller's admission webhook checks every Ingress: Keycloak behind the ingress (prod's
+    keycloak.url has no port) and Grafana at ingress.hosts.grafana wait for ingress-nginx."""
+    values = synced_project.root / "environments" / "prod" / "values.yaml"
+    text = values.read_text()
+    assert "\ningress:\n  host: " in text and "hosts:" not in text
+    values.write_text(text.replace("\ningress:\n", "\ningress:\n  hosts:\n    grafana: grafana.example.com\n", 1))
+    built = next(d for d in yaml.safe_load_all(helmfile(synced_project, "-e", "prod", "build")) if d and "releases" in d)
+    needs = {r["name"]: {n.rpartition("/")[0].rpartition("/")[2] + "/" + n.rpartition("/")[2] for n in r.get("needs") or []}
+             for r in built["releases"]}  # fmt: skip
+    assert "ingress-nginx/ingress-nginx" in needs["keycloak"]
+    assert "ingress-nginx/ingress-nginx" in needs["prometheus"]
+    dev = next(d for d in yaml.safe_load_all(helmfile(synced_project, "-e", "dev", "build")) if d and "releases" in d)
+    dev_needs = {r["name"]: r.get("needs") or [] for r in dev["releases"]}
+    assert not any("ingress-nginx" in n for n in dev_needs["keycloak"] + dev_needs["prometheus"])  # NodePort, no host
+
+
 def test_releases_reach_external_charts_through_the_lock(synced_project: RepoLayout) -> None:
     charts = {r["name"]: r["chart"] for r in releases(synced_project, "dev")}
     assert charts["gpu-operator"].endswith("charts/external/gpu-operator-v25.3.4")
