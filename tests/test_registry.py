@@ -648,7 +648,9 @@ def test_a_blob_that_does_not_match_its_digest_never_lands(registry: RegistryPro
     assert list((tmp_path / "out").iterdir()) == []  # neither the blob nor a partial file
 
 
-def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryProcess, tmp_path: Path) -> None:
+def pushed_blob(registry: RegistryProcess, tmp_path: Path) -> tuple[RegistryClient, Reference, Path, str, Path, Path]:
+    """A 300 kB blob pushed from `source`: (client, ref, source, digest, dest, the partial file
+    a pull of it into `dest` resumes from)."""
     client = RegistryClient({})
     ref = repo(registry.host)
     source = tmp_path / "layer"
@@ -657,6 +659,11 @@ def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryP
     dest = tmp_path / "out" / "layer"
     dest.parent.mkdir()
     leftover = dest.with_name(f".layer.{digest.removeprefix('sha256:')[:16]}.partial")
+    return client, ref, source, digest, dest, leftover
+
+
+def test_a_partial_file_holding_other_bytes_is_fetched_again(registry: RegistryProcess, tmp_path: Path) -> None:
+    client, ref, source, digest, dest, leftover = pushed_blob(registry, tmp_path)
     leftover.write_bytes(b"not the blob" * 1000)
 
     assert client.pull_blob(ref, digest, dest).read_bytes() == source.read_bytes()
@@ -668,14 +675,7 @@ def test_a_partial_file_holding_the_whole_blob_is_kept_without_a_request(
 ) -> None:
     # What a run killed between the last byte and the rename leaves. A server that ignores
     # Range (the proxy drops it) would otherwise send the whole blob again.
-    client = RegistryClient({})
-    ref = repo(registry.host)
-    source = tmp_path / "layer"
-    source.write_bytes(os.urandom(300_000))
-    digest = client.push_blob(ref, source).digest
-    dest = tmp_path / "out" / "layer"
-    dest.parent.mkdir()
-    leftover = dest.with_name(f".layer.{digest.removeprefix('sha256:')[:16]}.partial")
+    client, ref, source, digest, dest, leftover = pushed_blob(registry, tmp_path)
     proxy = Proxy(registry.host, strip_range=True)
     try:
         shutil.copyfile(source, leftover)
