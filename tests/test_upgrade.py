@@ -688,7 +688,11 @@ def test_a_dirty_working_tree_is_refused_and_nothing_changes(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope"], "error: nope is not in charts/versions.lock (known: csi-driver-nfs, gpu-operator, harbor, ingress-nginx)"),
+        (
+            ["nope"],
+            "error: nope is not in charts/versions.lock "
+            "(known: csi-driver-nfs, gpu-operator, harbor, ingress-nginx, kube-prometheus-stack)",
+        ),
         (
             ["gpu-operator", "--to", "v99.0.0"],
             "error: gpu-operator v99.0.0 is not in the repository index https://nvidia.github.io/gpu-operator",
