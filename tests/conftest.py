@@ -15,6 +15,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -52,6 +53,20 @@ def upstream_mirror() -> Path:
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     return upstream_mirror()
+
+
+def readme_secret_keys(name: str, namespace: str = "") -> set[str] | None:
+    """The keys the README's "Secrets" section creates Secret `name` with (in `namespace` when
+    given; a TLS Secret has tls.crt and tls.key), or None when it creates no such Secret."""
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Secrets") : readme.index("## Tasks")]
+    where = rf"-n {re.escape(namespace)} " if namespace else ""
+    command = re.search(rf"{where}create secret (generic|tls) {re.escape(name)} ((?:.*\\\n)*.*)", section)
+    if command is None:
+        return None
+    if command[1] == "tls":
+        return {"tls.crt", "tls.key"}
+    return set(re.findall(r"--from-literal=([A-Za-z0-9_.-]+)=", command[2]))
 
 
 def git(cwd: Path, *args: str) -> str:

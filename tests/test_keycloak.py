@@ -16,7 +16,7 @@ from astrago_deploy.render.manifests import load_documents
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 
-from .conftest import PROJECT
+from .conftest import readme_secret_keys
 from .test_harbor_secrets import referenced_secrets
 
 RELEASES = ("keycloak-addons", "keycloak-postgresql", "keycloak", "astrago-mariadb", "astrago")
@@ -211,12 +211,9 @@ def test_every_secret_keycloak_and_the_databases_read_is_created_in_the_readme(s
         for name, keys in referenced_secrets(release).items():
             read.setdefault(name, set()).update(keys)
     assert {"keycloak-admin", "keycloak-db", "astrago-keycloak-client", "astrago-db", "astrago-mariadb-root"} <= set(read)
-    readme = (PROJECT / "README.md").read_text()
-    section = readme[readme.index("## Secrets"):readme.index("## Tasks")]
     for name, keys in read.items():
-        command = re.search(rf"create secret generic {name} (.*)", section)
-        assert command, f"README Secrets creates no {name}"
-        created = set(re.findall(r"--from-literal=([A-Za-z0-9_.-]+)=", command[1]))
+        created = readme_secret_keys(name)
+        assert created is not None, f"README Secrets creates no {name}"
         assert keys <= created, f"{name}: README creates {sorted(created)}, the pods read {sorted(keys)}"
     # Keycloak's ingress names the TLS Secret in its own namespace.
-    assert "kubectl -n keycloak create secret tls astrago-tls" in section
+    assert readme_secret_keys("astrago-tls", "keycloak") == {"tls.crt", "tls.key"}

@@ -15,7 +15,7 @@ from astrago_deploy.render.manifests import images, load_documents, read_documen
 from astrago_deploy.render.renderer import Renderer
 from astrago_deploy.toolchain.pinned import PinnedTools
 
-from .conftest import PROJECT
+from .conftest import readme_secret_keys
 from .test_helmfile import helmfile, releases
 from .test_upgrade import copy_synced
 
@@ -117,11 +117,7 @@ def test_grafana_logs_in_from_an_existing_secret_and_loads_labelled_dashboards(r
     assert env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "admin-password"}
     assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "prometheus-grafana"]
     # ... which the README's "Secrets" section creates with those keys.
-    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Secrets") : readme.index("## Tasks")]
-    command = re.search(rf"-n monitoring create secret generic {secret} ((?:.*\\\n)*.*)", section)
-    assert command, f"README Secrets creates no {secret}"
-    assert set(re.findall(r"--from-literal=([A-Za-z0-9_.-]+)=", command[1])) == {"admin-user", "admin-password"}
+    assert readme_secret_keys(secret, "monitoring") == {"admin-user", "admin-password"}
     [sidecar] = [c for c in containers(grafana) if c["name"] == "grafana-sc-dashboard"]
     sidecar_env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert (sidecar_env["LABEL"], sidecar_env["LABEL_VALUE"], sidecar_env["NAMESPACE"]) == (
