@@ -41,6 +41,7 @@ import pytest
 import yaml
 
 from astrago_deploy.core.layout import RepoLayout
+from astrago_deploy.core.markers import read_marker
 from astrago_deploy.model.lock import VersionsLock
 
 from .conftest import GIT_ENV, PROJECT, git, snapshot
@@ -217,8 +218,16 @@ def temporary_leftovers(root: Path) -> list[str]:
         found += [str((here / n).relative_to(root)) for n in dirs + files if TEMPORARY_NAME.fullmatch(n)]
     for parent in (root / ".cache" / "worktrees", root / ".tools" / "state" / "tmp"):
         if parent.is_dir():
-            found += [str(p.relative_to(root)) for p in parent.iterdir()]
+            found += [str(p.relative_to(root)) for p in parent.iterdir() if not _owner_alive(p)]
     return sorted(found)
+
+
+def _owner_alive(entry: Path) -> bool:
+    """A marked folder of a process still running (`.tools` may be the checkout's, shared with
+    whatever runs the suite: nox renders in its own process), not a leftover of the campaign's
+    runs, which are all over by the time this is asked."""
+    marker = read_marker(entry) if entry.is_dir() else None
+    return marker is not None and marker.owner_alive()
 
 
 def registered_worktrees(root: Path) -> list[str]:
