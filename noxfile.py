@@ -89,9 +89,11 @@ def images(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pytest; arguments after -- go to pytest), naming the 15 slowest tests."""
-    # The slowest tests are named so a CI run shows where its minutes went.
-    session.run(PYTHON, "-m", "pytest", *(session.posargs or ["-q", "--durations=15"]))
+    """Run the test suite on every core (pytest -n auto; arguments after -- replace those), naming the 15 slowest."""
+    # Each worker takes the next test when it is free (worksteal): the slow end-to-end tests
+    # do not pile up on one worker. The slowest are named so a CI run shows where its minutes went.
+    defaults = ["-q", "-n", "auto", "--dist", "worksteal", "--durations=15"]
+    session.run(PYTHON, "-m", "pytest", *(session.posargs or defaults))
 
 
 @nox.session(default=False)
