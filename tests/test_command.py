@@ -416,7 +416,8 @@ def test_the_committed_toolchain_matches_this_machine() -> None:
 # --- acceptance: `inv render` interrupted or timed out leaves no tool behind ---------------------
 
 # A post-renderer that never finishes: it reads the manifests helm gives it, then waits on a
-# real kubectl that waits on its stdin. The pid file is written once kubectl has started.
+# real kubectl that waits on its stdin. The pid file names the post-renderer and kubectl's pid,
+# written once kubectl is forked; it becomes kubectl when the fork execs it, a moment later.
 HANGING_POST_RENDER = """#!/usr/bin/env bash
 set -u
 cat > /dev/null
@@ -441,6 +442,18 @@ def processes() -> dict[int, tuple[int, str]]:
         if fields[0] != "Z":
             found[int(entry.name)] = (int(fields[2]), cmdline)
     return found
+
+
+def kubectl_started(pids: Path) -> bool:
+    """Whether a hanging post-renderer wrote its pid file and its kubectl runs (forked and exec'd)."""
+    for written in pids.glob("post-render-*"):
+        if written.suffix:
+            continue
+        fields = written.read_text().split()
+        if len(fields) == 2:  # the file is complete
+            cmdline = processes().get(int(fields[1]), (0, ""))[1]
+            return "/.tools/bin/kubectl " in cmdline
+    return False
 
 
 @pytest.mark.parametrize("how", ["interrupt", "timeout"])
@@ -473,7 +486,7 @@ def test_a_stopped_render_leaves_no_helm_helmfile_kubectl_or_post_render_behind(
     )
     try:
         end = time.monotonic() + 120
-        while not any(p.suffix == "" and p.name.startswith("post-render-") for p in pids.iterdir()):
+        while not kubectl_started(pids):
             assert time.monotonic() < end and inv.poll() is None, "the render never reached the post-renderer"
             time.sleep(0.1)
         helmfiles = [pid for pid, (_, cmd) in processes().items() if cmd.startswith(f"{root}/.tools/bin/helmfile ")]
